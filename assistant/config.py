@@ -1,0 +1,256 @@
+"""One typed, validated configuration, built once at start-up from config.toml + environment.
+
+Why a hand-rolled loader rather than pydantic: the schema is a handful of flat sections, and
+we want every failure (unknown key, wrong type, out of range) to be one sentence naming the
+file and the dotted key, which is simplest to guarantee here. Secrets never come from the
+file: a section names the environment variable that holds them, and `load_config` reads it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from assistant.errors import ConfigError
+
+
+def opt(default: Any, *, lo: float | None = None, hi: float | None = None,
+        choices: tuple[Any, ...] | None = None) -> Any:
+    """A config field with its allowed range or choices, checked at load time."""
+    meta = {"lo": lo, "hi": hi, "choices": choices}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    backend: str = opt("transformers", choices=("transformers", "openai"))
+    name: str = "smollm2-135m-instruct"
+    device: str = opt("auto", choices=("auto", "cpu", "cuda"))
+    dtype: str = opt("auto", choices=("auto", "bfloat16", "float16", "float32"))
+    threads: int = opt(0, lo=0, hi=1024)
+    system_prompt: str = "You are a helpful, concise assistant."
+    max_new_tokens: int = opt(256, lo=1, hi=32768)
+    temperature: float = opt(0.0, lo=0.0, hi=5.0)
+    top_p: float = opt(1.0, lo=0.0, hi=1.0)
+    context_tokens: int = opt(2048, lo=64, hi=1_000_000)
+    max_batch_size: int = opt(8, lo=1, hi=256)
+    adapter: str = ""
+    openai_base_url: str = "http://127.0.0.1:8080/v1"
+    openai_model: str = "default"
+    openai_api_key_env: str = "OPENAI_API_KEY"
+    request_timeout_s: float = opt(120.0, lo=1.0, hi=3600.0)
+
+
+@dataclass(frozen=True)
+class DiscordConfig:
+    token_env: str = "DISCORD_TOKEN"
+    api_base: str = "https://discord.com/api/v10"
+    command_prefix: str = "!"
+    reply_mode: str = opt("mention", choices=("mention", "channels", "all"))
+    allowed_channel_ids: list[int] = opt([])
+    answer_dms: bool = True
+    history_messages: int = opt(20, lo=0, hi=100)
+    edit_interval_s: float = opt(1.0, lo=1.0, hi=30.0)
+    voice_message_replies: bool = True
+    speak_in_voice_channel: bool = True
+    instruction_file: str = "assistant/discord/instruction.md"
+
+
+@dataclass(frozen=True)
+class SpeechConfig:
+    language: str = "en"
+    whisper_model: str = "auto"
+    threads: int = opt(0, lo=0, hi=1024)
+    voice: str = "en_US-joe-medium"
+    voices: dict[str, str] = opt({})
+    max_audio_seconds: float = opt(120.0, lo=1.0, hi=3600.0)
+    max_audio_bytes: int = opt(25 * 1024 * 1024, lo=1024, hi=1 << 31)
+
+
+@dataclass(frozen=True)
+class VoiceConfig:
+    listen: bool = True
+    answer_mode: str = opt("follow_up", choices=("everyone", "wake_word", "follow_up"))
+    wake_words: list[str] = opt(["assistant"])
+    follow_up_s: float = opt(30.0, lo=0.0, hi=3600.0)
+    silence_ms: int = opt(600, lo=100, hi=5000)
+    vad: str = opt("webrtc", choices=("webrtc", "silero"))
+    vad_aggressiveness: int = opt(2, lo=0, hi=3)
+    barge_in: str = opt("speaker", choices=("speaker", "anyone", "off"))
+    debug_record_audio: bool = False
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    lora_r: int = opt(8, lo=1, hi=1024)
+    lora_alpha: int = opt(16, lo=1, hi=4096)
+    lora_dropout: float = opt(0.05, lo=0.0, hi=0.9)
+    target_modules: list[str] = opt(["all-linear"])
+    learning_rate: float = opt(2e-4, lo=1e-8, hi=1.0)
+    batch_size: int = opt(4, lo=1, hi=4096)
+    grad_accum: int = opt(1, lo=1, hi=4096)
+    max_seq_len: int = opt(512, lo=16, hi=1_000_000)
+    packing: bool = True
+    epochs: float = opt(3.0, lo=0.0, hi=1000.0)
+    max_steps: int = opt(0, lo=0, hi=10_000_000)
+    save_every: int = opt(10, lo=1, hi=10_000_000)
+    warmup_ratio: float = opt(0.0, lo=0.0, hi=1.0)
+    seed: int = opt(42, lo=0, hi=2**31 - 1)
+    precision: str = opt("auto", choices=("auto", "bf16", "fp16", "fp32"))
+    dpo_beta: float = opt(0.1, lo=0.0, hi=10.0)
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    models_dir: Path = Path("models")
+    voices_dir: Path = Path("voices")
+    datasets_dir: Path = Path("datasets")
+    runs_dir: Path = Path("runs")
+    exports_dir: Path = Path("exports")
+    database: Path = Path("data/assistant.sqlite3")
+
+
+@dataclass(frozen=True)
+class SecurityConfig:
+    admin_user_ids: list[int] = opt([])
+    admin_role_ids: list[int] = opt([])
+    rate_limit_messages: int = opt(10, lo=1, hi=100000)
+    rate_limit_window_s: float = opt(60.0, lo=1.0, hi=86400.0)
+    max_attachment_bytes: int = opt(25 * 1024 * 1024, lo=1024, hi=1 << 31)
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    discord: DiscordConfig = field(default_factory=DiscordConfig)
+    speech: SpeechConfig = field(default_factory=SpeechConfig)
+    voice: VoiceConfig = field(default_factory=VoiceConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
+    # Not from the file: where it was read from, and secrets from the environment.
+    source: Path | None = None
+    discord_token: str = ""
+    openai_api_key: str = ""
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check `value` against the annotation `tp`; ints widen to float, strings to Path."""
+    origin = typing.get_origin(tp)
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"{where} must be a list of {_type_name(item_tp)}, got {value!r}")
+        return [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        key_tp, val_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a table of {_type_name(val_tp)}, got {value!r}")
+        return {_coerce(k, key_tp, where): _coerce(v, val_tp, f"{where}.{k}") for k, v in value.items()}
+    if origin in (types.UnionType, typing.Union):
+        for arm in typing.get_args(tp):
+            try:
+                return _coerce(value, arm, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where} has the wrong type: {value!r}")
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where} must be a whole number, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if tp is str or tp is Path:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string, got {value!r}")
+        return Path(value) if tp is Path else value
+    raise ConfigError(f"{where}: unsupported type {tp!r}")  # pragma: no cover - schema bug
+
+
+def _check_range(value: Any, meta: Mapping[str, Any], where: str) -> None:
+    choices = meta.get("choices")
+    if choices is not None and value not in choices:
+        raise ConfigError(f"{where} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+    lo, hi = meta.get("lo"), meta.get("hi")
+    if lo is not None and value < lo or hi is not None and value > hi:
+        raise ConfigError(f"{where} must be between {lo} and {hi}; got {value!r}")
+
+
+def _build_section(cls: type, raw: Any, name: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"[{name}] must be a table of settings, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise ConfigError(f"Unknown config key: {name}.{unknown[0]} (known keys: {', '.join(sorted(known))})")
+    values = {}
+    for key, value in raw.items():
+        where = f"{name}.{key}"
+        coerced = _coerce(value, hints[key], where)
+        _check_range(coerced, known[key].metadata, where)
+        values[key] = coerced
+    return cls(**values)
+
+
+SECTIONS = {f.name: f for f in dataclasses.fields(Config) if f.name in
+            ("model", "discord", "speech", "voice", "finetune", "storage", "security")}
+
+
+def _resolve_paths(storage: StorageConfig, base: Path) -> StorageConfig:
+    """Relative paths in the file mean 'next to the config file', not 'wherever we were started'."""
+    changes = {f.name: (base / getattr(storage, f.name)).resolve() for f in dataclasses.fields(storage)}
+    return dataclasses.replace(storage, **changes)
+
+
+def parse_config(raw: Mapping[str, Any], *, source: Path | None = None,
+                 environ: Mapping[str, str] | None = None) -> Config:
+    """Build and validate a Config from an already parsed TOML mapping."""
+    label = str(source) if source else "<config>"
+    try:
+        unknown = sorted(set(raw) - set(SECTIONS))
+        if unknown:
+            raise ConfigError(f"Unknown config section: [{unknown[0]}] (known: {', '.join(SECTIONS)})")
+        sections = {name: _build_section(typing.get_type_hints(Config)[name], raw.get(name, {}), name)
+                    for name in SECTIONS}
+    except ConfigError as exc:
+        raise ConfigError(f"{label}: {exc}") from None
+    base = source.parent if source else Path.cwd()
+    sections["storage"] = _resolve_paths(sections["storage"], base)
+    env = os.environ if environ is None else environ
+    return Config(**sections, source=source,
+                  discord_token=env.get(sections["discord"].token_env, "").strip(),
+                  openai_api_key=env.get(sections["model"].openai_api_key_env, "").strip())
+
+
+def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> Config:
+    """Read `path` (TOML). A missing default file means all defaults; a missing named file is an error."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"Config file {path} does not exist; pass --config with an existing file.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"Cannot read config file {path}: {exc}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc}).") from None
+    return parse_config(raw, source=path.resolve(), environ=environ)

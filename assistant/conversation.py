@@ -1,0 +1,70 @@
+"""Conversations: the system prompt, the turns so far, and trimming them to the token budget.
+
+Trimming is a pure function so it can be tested exhaustively: it always keeps the system
+prompt and the newest user turn, drops whole exchanges oldest first, and never leaves an
+assistant turn without the user turn it answered at the front.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Callable
+
+from assistant.errors import GenerationError
+from assistant.llm.base import ChatBackend, GenerationOptions, Message
+
+
+def trim_history(system: list[Message], turns: list[Message], budget: int,
+                 count: Callable[[list[Message]], int]) -> list[Message]:
+    """The longest suffix of `turns` that, after `system`, fits in `budget` tokens.
+
+    Raises GenerationError when even the system prompt and the last turn do not fit.
+    """
+    if not turns:
+        return list(system)
+    start = 0
+    while start < len(turns):
+        candidate = system + turns[start:]
+        if count(candidate) <= budget:
+            return candidate
+        start += 1
+        while start < len(turns) - 1 and turns[start]["role"] != "user":
+            start += 1  # a kept history starts at a user turn
+    raise GenerationError(
+        f"The message is too long for the model's context ({budget} tokens with the system prompt); "
+        "please shorten it.")
+
+
+@dataclass
+class Conversation:
+    """One conversation's history (a terminal session, a Discord channel or thread, a voice call)."""
+
+    backend: ChatBackend
+    system_prompt: str = ""
+    context_tokens: int = 2048
+    reply_tokens: int = 256
+    turns: list[Message] = field(default_factory=list)
+
+    def _system(self) -> list[Message]:
+        return [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+
+    def prompt_for(self, user_text: str, *, name: str | None = None) -> list[Message]:
+        content = f"{name}: {user_text}" if name else user_text
+        turns = self.turns + [{"role": "user", "content": content}]
+        budget = max(self.context_tokens - self.reply_tokens, 1)
+        return trim_history(self._system(), turns, budget, self.backend.count_tokens)
+
+    async def reply(self, user_text: str, options: GenerationOptions | None = None, *,
+                    name: str | None = None) -> AsyncIterator[str]:
+        """Stream the answer to `user_text`, then remember both turns (only if the reply finished)."""
+        options = options or GenerationOptions(max_new_tokens=self.reply_tokens)
+        messages = self.prompt_for(user_text, name=name)
+        parts: list[str] = []
+        async for delta in self.backend.stream(messages, options):
+            parts.append(delta)
+            yield delta
+        self.turns.append(messages[-1])
+        self.turns.append({"role": "assistant", "content": "".join(parts).strip()})
+
+    def reset(self) -> None:
+        self.turns.clear()

@@ -1,0 +1,67 @@
+"""Exceptions the core raises; the edges (CLI, Discord) turn each into one friendly message.
+
+Every message is a sentence that says what went wrong and what to do next, because the
+edges show `str(error)` to the user as it is.
+"""
+
+from __future__ import annotations
+
+
+class AssistantError(Exception):
+    """Base of every error the core raises on purpose (never for programming bugs)."""
+
+    exit_code: int = 1
+
+
+class ConfigError(AssistantError):
+    """A bad config file or value: raised at start-up, before anything is loaded."""
+
+    exit_code = 2
+
+
+class ModelNotAvailableError(AssistantError):
+    """A model (LLM, whisper, voice) is not provisioned or cannot be loaded."""
+
+    exit_code = 3
+
+
+class IntegrityError(AssistantError):
+    """A downloaded or provisioned file does not match its recorded sha256."""
+
+    exit_code = 4
+
+
+class GenerationError(AssistantError):
+    """Generation failed for one request (the engine itself keeps serving others)."""
+
+
+class BackendError(AssistantError):
+    """A remote (OpenAI-compatible) backend refused or could not be reached."""
+
+
+class AdapterError(AssistantError):
+    """A LoRA adapter is missing, corrupt or made for another base model."""
+
+
+class AudioError(AssistantError):
+    """Audio that cannot be decoded, is empty, or is over the configured limits."""
+
+
+class NoSpeechError(AudioError):
+    """The audio decoded fine but nobody said anything in it."""
+
+
+class StoreError(AssistantError):
+    """The SQLite store could not be opened or migrated."""
+
+
+class DatasetError(AssistantError):
+    """A training or evaluation dataset is malformed; the message names the line and field."""
+
+    exit_code = 5
+
+
+class TrainingError(AssistantError):
+    """A fine-tuning job could not start, failed, or cannot be resumed."""
+
+    exit_code = 6

@@ -1,0 +1,32 @@
+"""Chat backends. `create_backend` is the one place that turns `[model]` config into a backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from assistant.config import ModelConfig
+from assistant.llm.base import ChatBackend, GenerationOptions, Message
+
+
+def default_options(model: ModelConfig, **overrides: object) -> GenerationOptions:
+    values: dict[str, object] = {"max_new_tokens": model.max_new_tokens, "temperature": model.temperature,
+                                 "top_p": model.top_p}
+    values.update(overrides)
+    return GenerationOptions(**values)  # type: ignore[arg-type]
+
+
+def create_backend(model: ModelConfig, models_dir: Path, *, api_key: str = "") -> ChatBackend:
+    """Build the configured backend. Loading a local model takes seconds: call it once at start-up."""
+    if model.backend == "openai":
+        from assistant.llm.openai_backend import OpenAIBackend
+
+        return OpenAIBackend(model.openai_base_url, model.openai_model, api_key=api_key,
+                             timeout_s=model.request_timeout_s)
+    from assistant.llm.engine import TransformersEngine
+    from assistant.llm.loader import load_causal_lm
+
+    loaded = load_causal_lm(model.name, models_dir, device=model.device, dtype=model.dtype, threads=model.threads)
+    return TransformersEngine(loaded, max_batch_size=model.max_batch_size)
+
+
+__all__ = ["ChatBackend", "GenerationOptions", "Message", "create_backend", "default_options"]

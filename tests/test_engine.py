@@ -1,0 +1,135 @@
+"""The batched chat engine on the real default model."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from assistant.errors import AdapterError, GenerationError
+from assistant.llm.base import GenerationOptions, Message
+from assistant.llm.engine import TransformersEngine
+from assistant.llm.loader import choose_device, choose_dtype, load_causal_lm
+from tests.conftest import run_cli
+
+pytestmark = pytest.mark.slow
+
+QUESTIONS = ["What is the capital of France?", "Name three colors.", "What is 2+2?", "Write a haiku about the sea.",
+             "Who wrote Hamlet?", "What is the boiling point of water?", "Tell me a joke.", "What is Python?"]
+
+
+def ask(question: str) -> list[Message]:
+    return [{"role": "system", "content": "You are a helpful, concise assistant."},
+            {"role": "user", "content": question}]
+
+
+@pytest.fixture(scope="module")
+def engine(models_dir: Path) -> Iterator[TransformersEngine]:
+    """fp32: on this CPU fp32 kernels are batch-invariant, so batched greedy answers equal serial ones."""
+    eng = TransformersEngine(load_causal_lm("smollm2-135m-instruct", models_dir, dtype="float32"))
+    yield eng
+    eng.close()
+
+
+def test_device_and_dtype_choice() -> None:
+    assert choose_device("auto", cuda_available=False) == "cpu"
+    assert choose_device("auto", cuda_available=True) == "cuda"
+    assert choose_dtype("auto", "cpu", cpu_bf16=True, cuda_bf16=False) == "bfloat16"
+    assert choose_dtype("auto", "cpu", cpu_bf16=False, cuda_bf16=False) == "float32"
+    assert choose_dtype("auto", "cuda", cpu_bf16=False, cuda_bf16=False) == "float16"
+    assert choose_dtype("float32", "cuda", cpu_bf16=True, cuda_bf16=True) == "float32"
+
+
+def test_ask_cli_answers_paris() -> None:
+    result = run_cli("ask", "What is the capital of France?")
+    assert result.returncode == 0, result.stderr
+    assert "Paris" in result.stdout
+
+
+async def test_eight_concurrent_requests_equal_their_serial_answers(engine: TransformersEngine) -> None:
+    options = GenerationOptions(max_new_tokens=24)
+    serial = [await engine.complete(ask(q), options) for q in QUESTIONS]
+    before = len(engine.stats)
+    concurrent = await asyncio.gather(*[engine.complete(ask(q), options) for q in QUESTIONS])
+    assert concurrent == serial
+    assert all(answer.strip() for answer in serial)
+    assert "Paris" in serial[0]
+    assert len(engine.stats) - before == len(QUESTIONS)
+
+
+async def test_requests_joining_mid_generation_still_match(engine: TransformersEngine) -> None:
+    options = GenerationOptions(max_new_tokens=16)
+    alone = [await engine.complete(ask(q), options) for q in QUESTIONS[:3]]
+
+    async def late(i: int) -> str:
+        await asyncio.sleep(0.15 * i)  # arrive while the others are decoding
+        return await engine.complete(ask(QUESTIONS[i]), options)
+
+    assert await asyncio.gather(*[late(i) for i in range(3)]) == alone
+
+
+async def test_stream_yields_deltas_that_add_up(engine: TransformersEngine) -> None:
+    options = GenerationOptions(max_new_tokens=24)
+    deltas = [d async for d in engine.stream(ask("Write a haiku about the sea."), options)]
+    assert len(deltas) > 5
+    assert "".join(deltas) == await engine.complete(ask("Write a haiku about the sea."), options)
+
+
+async def test_max_new_tokens_and_cancellation(engine: TransformersEngine) -> None:
+    text = await engine.complete(ask("Tell me a long story about a dragon."), GenerationOptions(max_new_tokens=5))
+    assert engine.stats[-1].completion_tokens <= 5 and text
+    stream: AsyncIterator[str] = engine.stream(ask("Count from one to one hundred."),
+                                               GenerationOptions(max_new_tokens=200))
+    async for _ in stream:
+        break
+    await stream.aclose()  # type: ignore[attr-defined]
+    # The engine keeps serving after a consumer walked away.
+    assert "Paris" in await engine.complete(ask("What is the capital of France?"), GenerationOptions(max_new_tokens=12))
+
+
+async def test_sampling_is_seeded(engine: TransformersEngine) -> None:
+    options = GenerationOptions(max_new_tokens=20, temperature=0.9, top_p=0.9, seed=7)
+    a = await engine.complete(ask("Tell me a joke."), options)
+    b = await engine.complete(ask("Tell me a joke."), options)
+    assert a == b and a
+
+
+async def test_prompt_longer_than_the_model_is_refused(engine: TransformersEngine) -> None:
+    huge = "word " * 9000
+    with pytest.raises(GenerationError, match="at most"):
+        await engine.complete(ask(huge), GenerationOptions(max_new_tokens=4))
+
+
+async def test_adapters_swap_without_reload_and_mix_in_one_batch(models_dir: Path, tmp_path: Path) -> None:
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    loaded = load_causal_lm("smollm2-135m-instruct", models_dir, dtype="float32")
+    torch.manual_seed(0)
+    lora = get_peft_model(loaded.model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
+                                                  init_lora_weights=False))
+    lora.save_pretrained(tmp_path / "adapter")
+    base_model = lora.unload()
+    loaded.model = base_model
+    eng = TransformersEngine(loaded)
+    try:
+        options = GenerationOptions(max_new_tokens=20)
+        base = await eng.complete(ask("What is 2+2?"), options)
+        await eng.load_adapter("random", str(tmp_path / "adapter"))
+        eng.set_active_adapter("random")
+        adapted = await eng.complete(ask("What is 2+2?"), options)
+        assert adapted != base
+        both = await asyncio.gather(
+            eng.complete(ask("What is 2+2?"), GenerationOptions(max_new_tokens=20, adapter=None)),
+            eng.complete(ask("What is 2+2?"), options))
+        assert list(both) == [base, adapted]
+        eng.set_active_adapter(None)
+        assert await eng.complete(ask("What is 2+2?"), options) == base
+        with pytest.raises(AdapterError, match="No adapter named"):
+            eng.set_active_adapter("missing")
+        with pytest.raises(AdapterError, match="Could not load"):
+            await eng.load_adapter("broken", str(tmp_path / "nowhere"))
+    finally:
+        eng.close()

