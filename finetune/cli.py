@@ -1,0 +1,275 @@
+"""The `finetune` command: datasets, train, eval, adapters, merge, jobs.
+
+Same conventions as `assistant`: `--config PATH` (default ./config.toml), heavy imports
+inside handlers, and every AssistantError becomes one `error: ...` line and its exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from assistant.cli import resolve_config, setup_logging
+from assistant.config import Config
+from assistant.errors import AssistantError
+
+
+def load_tokenizer(config: Config) -> Any:
+    from transformers import AutoTokenizer
+
+    from assistant.llm.catalog import resolve_model_source
+
+    return AutoTokenizer.from_pretrained(resolve_model_source(config.model.name, config.storage.models_dir))
+
+
+def open_store(config: Config) -> Any:
+    from assistant.store import Store
+
+    return Store.open(config.storage.database)
+
+
+def manager(config: Config, store: Any, *, with_tokenizer: bool = True) -> Any:
+    from finetune.datasets_store import DatasetManager
+
+    return DatasetManager(config.storage.datasets_dir, store, tokenizer=load_tokenizer(config) if with_tokenizer else None,
+                          max_seq_len=config.finetune.max_seq_len, system_prompt=config.model.system_prompt)
+
+
+def cmd_datasets(args: argparse.Namespace, config: Config) -> int:
+    from finetune.datasets_store import export_feedback
+    from finetune.masking import preview, with_system
+
+    with open_store(config) as store:
+        mgr = manager(config, store, with_tokenizer=args.action in ("add", "show", "export-feedback"))
+        if args.action == "add":
+            info = mgr.add_file(Path(args.file), name=args.name, fmt=args.format, replace=args.replace)
+            print(f"stored {info.name}: {info.rows} rows ({info.format}), {info.tokens} tokens, sha256 {info.sha256[:12]}")
+        elif args.action == "list":
+            selected = set(mgr.selected())
+            for info in mgr.list():
+                mark = "*" if info.name in selected else " "
+                print(f"{mark} {info.name:32} {info.format:10} {info.rows:6} rows {info.tokens:8} tokens")
+        elif args.action == "show":
+            from finetune.data import sft_rows
+
+            rows = sft_rows(mgr.load(args.name))
+            row = rows[min(args.index, len(rows) - 1)]
+            print(preview(mgr.tokenizer, with_system(row["messages"], config.model.system_prompt)))
+            print("\n(trained tokens are between [[ and ]]: the assistant's replies only)")
+        elif args.action == "archive":
+            print(f"archived to {mgr.archive(args.name)}")
+        elif args.action == "select":
+            print("selected: " + ", ".join(mgr.select(args.names)))
+        elif args.action == "export-feedback":
+            for info in export_feedback(mgr, args.name):
+                print(f"stored {info.name}: {info.rows} rows ({info.format})")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace, config: Config) -> int:
+    from finetune.train import handle
+
+    return handle(args, config)
+
+
+def cmd_eval(args: argparse.Namespace, config: Config) -> int:
+    from finetune.data import to_jsonl
+    from finetune.evaluate import evaluate, load_for_eval, parse_eval
+
+    items = parse_eval(_read(Path(args.data)), Path(args.data).name, default_match=args.match)
+    adapter = _adapter_dir(config, args.adapter)
+    model, tokenizer = load_for_eval(config, adapter)
+    report = evaluate(model, tokenizer, items, system_prompt=config.model.system_prompt,
+                      max_new_tokens=args.max_new_tokens)
+    for r in report.items:
+        print(f"- {r.prompt}\n    expected: {r.expected}\n    base    : {'✓' if r.base_ok else '✗'} {r.base}\n"
+              f"    adapter : {'✓' if r.adapter_ok else '✗'} {r.adapter}")
+    print(f"base {report.base_correct}/{len(report.items)}, adapter {report.adapter_correct}/{len(report.items)}")
+    if args.report:
+        Path(args.report).write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8")
+    failures = report.failures()
+    if failures and args.failures_name:
+        with open_store(config) as store:
+            info = manager(config, store).add_bytes(to_jsonl(failures), name=args.failures_name,
+                                                    source="eval failures", fmt="messages", replace=True)
+            print(f"{info.rows} failures stored as dataset {info.name} (correct them, then train on it)")
+    return 0
+
+
+def _read(path: Path) -> bytes:
+    from assistant.errors import DatasetError
+
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise DatasetError(f"Cannot read {path} ({exc.strerror}).") from None
+
+
+def _adapter_dir(config: Config, value: str) -> Path:
+    from finetune.adapters import AdapterRegistry
+
+    path = Path(value)
+    if (path / "adapter_config.json").is_file():
+        return path
+    return AdapterRegistry(config.storage.runs_dir).path(value)
+
+
+def cmd_adapters(args: argparse.Namespace, config: Config) -> int:
+    from assistant.llm.catalog import resolve_model_source
+    from finetune.adapters import AdapterRegistry
+
+    registry = AdapterRegistry(config.storage.runs_dir)
+    if args.action == "list":
+        active = registry.active()
+        for info in registry.list():
+            metrics = info.metadata.get("metrics", {})
+            print(f"{'*' if info.name == active else ' '} {info.name:32} base {info.base:28} "
+                  f"steps {metrics.get('steps', '?')} loss {metrics.get('final_loss', '?')}")
+    elif args.action == "show":
+        print(json.dumps(registry.show(args.name).metadata, indent=2))
+    elif args.action == "activate":
+        source = resolve_model_source(config.model.name, config.storage.models_dir)
+        print(f"active: {registry.activate(None if args.name == 'none' else args.name, base_source=source) or 'base model'}")
+    elif args.action == "rollback":
+        print(f"active: {registry.rollback() or 'base model'}")
+    elif args.action == "delete":
+        registry.delete(args.name)
+        print(f"deleted {args.name}")
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace, config: Config) -> int:
+    from finetune.adapters import merge
+
+    print(f"merged model written to {merge(config, args.name, Path(args.out))}")
+    return 0
+
+
+def cmd_jobs(args: argparse.Namespace, config: Config) -> int:
+    from finetune.events import format_progress
+    from finetune.jobs import JobRunner, JobSpec
+
+    with open_store(config) as store:
+        runner = JobRunner(config, store)
+        if args.action == "submit":
+            job_id = runner.submit(JobSpec(data=args.data, name=args.name, max_steps=args.max_steps,
+                                           epochs=args.epochs, overrides=args.set))
+            print(f"job {job_id} queued")
+            if not args.detach:
+                return _follow(runner, job_id, format_progress)
+        elif args.action == "list":
+            for job in runner.jobs():
+                print(f"{job.id}  {job.state:9}  {job.out_dir}")
+        elif args.action == "status":
+            job = runner.status(args.id)
+            print(json.dumps({"id": job.id, "state": job.state, "out_dir": job.out_dir, "error": job.error,
+                              "result": job.result}, indent=2))
+        elif args.action == "cancel":
+            print(f"job {args.id}: {runner.cancel(args.id).state}")
+        elif args.action == "watch":
+            return _follow(runner, args.id, format_progress)
+    return 0
+
+
+def _follow(runner: Any, job_id: str, fmt: Any) -> int:
+    async def follow() -> str:
+        state = "failed"
+        async for event in runner.watch(job_id):
+            if event.kind == "step":
+                print(fmt(event), flush=True)
+            elif event.kind == "state":
+                state = event.message
+                print(f"job {job_id}: {state}" + (f" ({event.data['error']})" if event.data.get("error") else ""))
+        return state
+
+    return 0 if asyncio.run(follow()) == "succeeded" else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from finetune.train import make_parser
+
+    parser = argparse.ArgumentParser(prog="finetune", description="Teach the assistant: datasets, LoRA training, "
+                                     "evaluation and adapters.")
+    parser.add_argument("--config", type=Path, default=None, help="config file (default: ./config.toml if present)")
+    parser.add_argument("--debug", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    ds = sub.add_parser("datasets", help="managed datasets").add_subparsers(dest="action", required=True)
+    add = ds.add_parser("add", help="validate and store a dataset file")
+    add.add_argument("file")
+    add.add_argument("--name", required=True)
+    add.add_argument("--format", default="auto", help="auto, messages, alpaca, sharegpt, completion, preference")
+    add.add_argument("--replace", action="store_true", help="replace a dataset of the same name")
+    ds.add_parser("list", help="list datasets (* = selected)")
+    show = ds.add_parser("show", help="preview an example with the trained tokens marked")
+    show.add_argument("name")
+    show.add_argument("--index", type=int, default=0)
+    ds.add_parser("archive", help="pack into datasets/archive/ and remove").add_argument("name")
+    ds.add_parser("select", help="choose what the next job trains on").add_argument("names", nargs="+")
+    ds.add_parser("export-feedback", help="stored corrections and reactions → datasets").add_argument(
+        "--name", required=True)
+    for p in ds.choices.values():
+        p.set_defaults(handler=cmd_datasets)
+
+    make_parser(sub.add_parser("train", help="train a LoRA adapter")).set_defaults(handler=cmd_train)
+
+    ev = sub.add_parser("eval", help="compare base and adapter on prompts with expected answers")
+    ev.add_argument("--data", required=True)
+    ev.add_argument("--adapter", required=True, help="adapter folder or run name")
+    ev.add_argument("--match", default="contains", choices=("exact", "contains", "normalised"))
+    ev.add_argument("--max-new-tokens", type=int, default=48)
+    ev.add_argument("--failures-name", default=None, help="store the adapter's failures as this dataset")
+    ev.add_argument("--report", default=None, help="write the full report as JSON here")
+    ev.set_defaults(handler=cmd_eval)
+
+    ad = sub.add_parser("adapters", help="list, show, activate, rollback, delete").add_subparsers(
+        dest="action", required=True)
+    ad.add_parser("list")
+    for action in ("show", "activate", "delete"):
+        ad.add_parser(action).add_argument("name", help="run name ('none' with activate = base model)")
+    ad.add_parser("rollback")
+    for p in ad.choices.values():
+        p.set_defaults(handler=cmd_adapters)
+
+    mg = sub.add_parser("merge", help="write base + adapter as one full model")
+    mg.add_argument("name")
+    mg.add_argument("--out", required=True)
+    mg.set_defaults(handler=cmd_merge)
+
+    jb = sub.add_parser("jobs", help="training jobs through the job runner").add_subparsers(
+        dest="action", required=True)
+    submit = jb.add_parser("submit", help="queue a training job and follow it")
+    submit.add_argument("--data", nargs="+", required=True)
+    submit.add_argument("--name", default=None)
+    submit.add_argument("--max-steps", type=int, default=None)
+    submit.add_argument("--epochs", type=float, default=None)
+    submit.add_argument("--set", action="append", default=[])
+    submit.add_argument("--detach", action="store_true", help="do not follow progress")
+    jb.add_parser("list")
+    for action in ("status", "cancel", "watch"):
+        jb.add_parser(action).add_argument("id")
+    for p in jb.choices.values():
+        p.set_defaults(handler=cmd_jobs)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.debug)
+    try:
+        config = resolve_config(args.config)
+        return int(args.handler(args, config) or 0)
+    except AssistantError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,277 @@
+"""The job runner: training jobs in their own OS processes, one per device, state in the store.
+
+Why a separate process per job: a crash or an out-of-memory kill in training must not take the
+bot down, and the event loop must never block. The runner starts exactly the command a
+terminal user would type (`python -m finetune.train ...`), sends its output to `train.log`,
+and follows progress through the run's `events.jsonl` (finetune/events.py) — the only
+contract between the two. State lives in the SQLite store, so a runner that restarts finds
+every job again: a still-running process is re-attached by pid (checked by its command line,
+so a reused pid is never mistaken for ours); one that ended while nobody watched is marked
+succeeded or failed from its events. Waiting happens on threads; `watch` is async and only
+reads the events file, so the bot's loop never blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import AsyncIterator
+
+import psutil
+
+from assistant.config import Config
+from assistant.errors import TrainingError
+from assistant.store import Job, Store
+from finetune.datasets_store import NAME_RE
+from finetune.events import EVENTS_FILE, ProgressEvent, read_events
+
+logger = logging.getLogger(__name__)
+
+CANCEL_GRACE_S = 10.0
+POLL_S = 0.5
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What to train. `name` becomes the run folder (and adapter) name; default: the job id."""
+
+    data: list[str]
+    name: str | None = None
+    max_steps: int | None = None
+    epochs: float | None = None
+    method: str = "auto"
+    overrides: list[str] = field(default_factory=list)
+    resume: bool = False
+
+
+def train_command(config: Config, spec: JobSpec, out: Path, python: str = sys.executable) -> list[str]:
+    """The exact `python -m finetune.train` command line for a job (also shown to users)."""
+    cmd = [python, "-m", "finetune.train", "--data", *spec.data, "--out", str(out), "--no-progress",
+           "--method", spec.method]
+    if config.source is not None:
+        cmd += ["--config", str(config.source)]
+    if spec.max_steps is not None:
+        cmd += ["--max-steps", str(spec.max_steps)]
+    if spec.epochs is not None:
+        cmd += ["--epochs", str(spec.epochs)]
+    if spec.resume:
+        cmd.append("--resume")
+    for item in spec.overrides:
+        cmd += ["--set", item]
+    return cmd
+
+
+def final_event(out: Path) -> ProgressEvent | None:
+    events, _ = read_events(out / EVENTS_FILE)
+    finals = [e for e in events if e.final]
+    return finals[-1] if finals else None
+
+
+def _ours(pid: int, out_dir: str) -> psutil.Process | None:
+    """The live process `pid` if it is our training command for `out_dir` (not a reused pid)."""
+    try:
+        proc = psutil.Process(pid)
+        cmdline = proc.cmdline()
+        if proc.status() != psutil.STATUS_ZOMBIE and "finetune.train" in cmdline and out_dir in cmdline:
+            return proc
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        pass
+    return None
+
+
+class JobRunner:
+    """Submit, inspect, cancel and watch training jobs. Safe to call from any thread or the event loop."""
+
+    def __init__(self, config: Config, store: Store, *, device: str | None = None, python: str = sys.executable,
+                 env: dict[str, str] | None = None) -> None:
+        self.config = config
+        self.store = store
+        self.device = device or self._detect_device()
+        self.python = python
+        self.env = env
+        self._lock = threading.RLock()
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._cancelling: set[str] = set()
+        self.recover()
+
+    @staticmethod
+    def _detect_device() -> str:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def submit(self, spec: JobSpec) -> str:
+        """Queue a job; it starts as soon as the device is free. Returns the job id."""
+        if not spec.data:
+            raise TrainingError("A training job needs at least one dataset; pass a file or a dataset name.")
+        job_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        name = spec.name or f"job-{job_id}"
+        if not NAME_RE.match(name) or ".." in name:
+            raise TrainingError(f"Invalid run name {name!r}: use letters, digits, '.', '_' or '-'.")
+        out = self.config.storage.runs_dir / name
+        if out.exists() and not spec.resume:
+            raise TrainingError(f"A run named {name!r} already exists; choose another name.")
+        self.store.create_job(job_id, kind="train", spec=asdict(spec), device=self.device, out_dir=str(out))
+        logger.info("Queued job %s -> %s", job_id, out)
+        self._kick()
+        return job_id
+
+    def status(self, job_id: str) -> Job:
+        job = self.store.job(job_id)
+        if job is None:
+            raise TrainingError(f"No job {job_id!r}; see `finetune jobs list`.")
+        return job
+
+    def jobs(self) -> list[Job]:
+        return self.store.jobs()
+
+    def cancel(self, job_id: str) -> Job:
+        """Cancel a queued job at once, or stop a running one (SIGTERM, then SIGKILL after a grace)."""
+        with self._lock:
+            job = self.status(job_id)
+            if self.store.update_job(job_id, state="cancelled", expect=("queued",)):
+                return self.status(job_id)
+            if job.state != "running":
+                return job
+            self._cancelling.add(job_id)
+            proc = self._procs.get(job_id)
+        if proc is not None:
+            _stop_group(proc.pid)
+        elif job.pid and _ours(job.pid, job.out_dir):
+            _stop_group(job.pid)
+            threading.Thread(target=self._await_foreign, args=(job,), daemon=True).start()
+        return self.status(job_id)
+
+    async def watch(self, job_id: str, *, poll_s: float = POLL_S) -> AsyncIterator[ProgressEvent]:
+        """Yield the job's progress events (from the start) until it reaches a final state."""
+        offset = 0
+        out = Path(self.status(job_id).out_dir)
+        while True:
+            job = await asyncio.to_thread(self.status, job_id)
+            events, offset = await asyncio.to_thread(read_events, out / EVENTS_FILE, offset)
+            for event in events:
+                yield event
+            if job.state in ("succeeded", "failed", "cancelled"):
+                events, offset = await asyncio.to_thread(read_events, out / EVENTS_FILE, offset)
+                for event in events:
+                    yield event
+                yield ProgressEvent("state", message=job.state, data={"error": job.error} if job.error else {})
+                return
+            await asyncio.sleep(poll_s)
+
+    def wait(self, job_id: str, timeout: float | None = None) -> Job:
+        """Block until the job ends (for the terminal and tests; the bot uses `watch`)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (job := self.status(job_id)).state in ("queued", "running"):
+            if deadline is not None and time.monotonic() > deadline:
+                raise TrainingError(f"Job {job_id} still {job.state} after {timeout} s.")
+            time.sleep(POLL_S)
+        return job
+
+    def recover(self) -> None:
+        """After a restart: re-attach running jobs whose process lives, settle the others."""
+        for job in self.store.jobs(states=("running",), device=self.device):
+            if job.pid and _ours(job.pid, job.out_dir):
+                logger.info("Re-attached job %s (pid %d)", job.id, job.pid)
+                threading.Thread(target=self._await_foreign, args=(job,), daemon=True).start()
+            else:
+                self._settle(job.id, Path(job.out_dir), returncode=None)
+        self._kick()
+
+    def _kick(self) -> None:
+        with self._lock:
+            if self.store.jobs(states=("running",), device=self.device):
+                return
+            queued = self.store.jobs(states=("queued",), device=self.device)
+            if not queued:
+                return
+            job = queued[0]
+            out = Path(job.out_dir)
+            out.mkdir(parents=True, exist_ok=True)
+            spec = JobSpec(**job.spec)
+            cmd = train_command(self.config, spec, out, self.python)
+            (out / "job.json").write_text(json.dumps({"id": job.id, "spec": job.spec, "command": cmd}, indent=2),
+                                          encoding="utf-8")
+            log = (out / "train.log").open("ab")
+            try:
+                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        cwd=Path(__file__).resolve().parents[1], start_new_session=True,
+                                        env=self.env)
+            except OSError as exc:
+                self.store.update_job(job.id, state="failed", error=f"could not start: {exc}")
+                return
+            finally:
+                log.close()
+            self._procs[job.id] = proc
+            self.store.update_job(job.id, state="running", pid=proc.pid)
+            logger.info("Started job %s (pid %d): %s", job.id, proc.pid, " ".join(cmd))
+            threading.Thread(target=self._await_child, args=(job.id, proc, out), daemon=True).start()
+
+    def _await_child(self, job_id: str, proc: subprocess.Popen[bytes], out: Path) -> None:
+        code = proc.wait()
+        with self._lock:
+            self._procs.pop(job_id, None)
+        self._settle(job_id, out, returncode=code)
+
+    def _await_foreign(self, job: Job) -> None:
+        assert job.pid is not None
+        while _ours(job.pid, job.out_dir):
+            time.sleep(POLL_S)
+        self._settle(job.id, Path(job.out_dir), returncode=None)
+
+    def _settle(self, job_id: str, out: Path, *, returncode: int | None) -> None:
+        last = final_event(out)
+        with self._lock:
+            if job_id in self._cancelling:
+                self._cancelling.discard(job_id)
+                self.store.update_job(job_id, state="cancelled", expect=("running",))
+            elif last is not None and last.kind == "done" and returncode in (0, None):
+                self.store.update_job(job_id, state="succeeded", result=last.data, expect=("running",))
+            else:
+                reason = last.message if last is not None and last.kind == "error" else _log_tail(out)
+                if returncode is None and last is None:
+                    reason = "the training process ended while the runner was not watching. " + reason
+                elif returncode is not None:
+                    reason = f"exit code {returncode}: {reason}"
+                self.store.update_job(job_id, state="failed", error=reason.strip()[:2000], expect=("running",))
+        logger.info("Job %s finished: %s", job_id, self.status(job_id).state)
+        self._kick()
+
+
+def _stop_group(pid: int) -> None:
+    """SIGTERM the job's process group; SIGKILL it if still alive after the grace period."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+
+    def reaper() -> None:
+        deadline = time.monotonic() + CANCEL_GRACE_S
+        while time.monotonic() < deadline:
+            if not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return
+            time.sleep(0.2)
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    threading.Thread(target=reaper, daemon=True).start()
+
+
+def _log_tail(out: Path, lines: int = 5) -> str:
+    try:
+        text = (out / "train.log").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    return " | ".join(line for line in text.strip().splitlines()[-lines:])

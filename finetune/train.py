@@ -1,0 +1,226 @@
+"""`finetune train`: LoRA fine-tuning (SFT, or DPO when the data are preference pairs).
+
+The same command runs everywhere:
+
+    finetune train --data names.jsonl --out runs/name --max-steps 30            # terminal, CPU or 1 GPU
+    python -m finetune.train --data my-dataset --out runs/x --resume           # what the job runner starts
+    accelerate launch --num_processes 2 -m finetune.train --data d --out runs/x  # several GPUs (DDP)
+
+Why transformers' Trainer underneath: it already does gradient accumulation, schedules,
+DDP under `accelerate launch`, TensorBoard, and checkpoints that resume with the same step
+count and data order (it restores the RNG and skips the batches already seen). What we add:
+assistant-only labels, packing without cross-contamination (see finetune/masking.py),
+JSON-lines progress events, an adapter folder with metadata, and a loss curve.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import sys
+import time
+import tomllib
+from pathlib import Path
+from typing import Any, Sequence
+
+from assistant.config import Config, FinetuneConfig, parse_config
+from assistant.errors import AssistantError, DatasetError, TrainingError
+from finetune.data import Dataset, load_file
+from finetune.datasets_store import DATA_FILE, NAME_RE
+from finetune.events import EVENTS_FILE, EventWriter, ProgressEvent, read_events
+
+logger = logging.getLogger(__name__)
+
+ADAPTER_DIR = "adapter"
+CHECKPOINTS = "checkpoints"
+METADATA = "finetune.json"
+PRECISION_DTYPE = {"auto": "auto", "bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+
+
+def make_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(prog="finetune train", description=__doc__.splitlines()[0])
+    parser.add_argument("--data", nargs="+", required=True, metavar="FILE_OR_NAME",
+                        help="dataset files or managed dataset names")
+    parser.add_argument("--out", type=Path, required=True, help="run folder (adapter, checkpoints, logs)")
+    parser.add_argument("--max-steps", type=int, default=None, help="optimizer steps (overrides epochs)")
+    parser.add_argument("--epochs", type=float, default=None, help="passes over the data")
+    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    parser.add_argument("--format", default="auto", help="dataset format when not auto-detected")
+    parser.add_argument("--method", choices=("auto", "sft", "dpo"), default="auto",
+                        help="auto: DPO when every dataset is preference pairs, else SFT")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a [finetune] setting, e.g. --set max_seq_len=128 (TOML value)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (events still written)")
+    return parser
+
+
+def finetune_settings(base: FinetuneConfig, *, overrides: Sequence[str], max_steps: int | None,
+                      epochs: float | None) -> FinetuneConfig:
+    """Apply --set/--max-steps/--epochs with the same validation as config.toml."""
+    raw: dict[str, Any] = {k: (list(v) if isinstance(v, list) else v) for k, v in dataclasses.asdict(base).items()}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise TrainingError(f"--set expects KEY=VALUE, got {item!r}.")
+        try:
+            raw[key.strip()] = tomllib.loads(f"v = {value.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            raw[key.strip()] = value.strip()
+    if max_steps is not None:
+        raw["max_steps"] = max_steps
+    if epochs is not None:
+        raw["epochs"] = epochs
+        if max_steps is None:
+            raw["max_steps"] = 0
+    return parse_config({"finetune": raw}).finetune
+
+
+def resolve_data(items: Sequence[str], datasets_dir: Path) -> list[Path]:
+    """Each item is a managed dataset name (datasets_dir/NAME) or an existing file."""
+    paths = []
+    for item in items:
+        managed = datasets_dir / item / DATA_FILE
+        if NAME_RE.match(item) and ".." not in item and managed.is_file():
+            paths.append(managed)
+        elif Path(item).is_file():
+            paths.append(Path(item))
+        else:
+            raise DatasetError(f"{item!r} is neither a managed dataset nor a file; see `finetune datasets list`.")
+    return paths
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def base_model_identity(source: str) -> dict[str, Any]:
+    """Name and weight hash of the base model (from its provisioning manifest when there is one)."""
+    from assistant.provision import read_manifest
+
+    manifest = read_manifest(Path(source)) if Path(source).is_dir() else None
+    sha = None
+    if manifest:
+        sha = manifest.get("outputs", {}).get("model.safetensors", {}).get("sha256")
+    return {"source": source, "name": Path(source).name if Path(source).is_dir() else source, "sha256": sha}
+
+
+def last_checkpoint(folder: Path) -> Path | None:
+    """The newest complete checkpoint (trainer_state.json is written last) — a SIGKILL mid-save
+    leaves an incomplete one, which is skipped."""
+    found = []
+    for path in folder.glob("checkpoint-*") if folder.is_dir() else []:
+        try:
+            json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+            found.append((int(path.name.split("-")[1]), path))
+        except (OSError, ValueError, IndexError):
+            logger.warning("Ignoring incomplete checkpoint %s", path)
+    return max(found)[1] if found else None
+
+
+def load_datasets(paths: list[Path], fmt: str) -> list[Dataset]:
+    return [load_file(p, fmt=fmt) for p in paths]
+
+
+def run_training(config: Config, args: argparse.Namespace) -> dict[str, Any]:
+    """Train and write the run folder; returns the metadata written next to the adapter."""
+    import torch
+
+    settings = finetune_settings(config.finetune, overrides=args.set, max_steps=args.max_steps, epochs=args.epochs)
+    out: Path = args.out.resolve()
+    # Under `accelerate launch` only rank 0 writes events and the adapter; the launcher sets RANK.
+    main_process = os.environ.get("RANK", "0") == "0"
+    ckpt_dir = out / CHECKPOINTS
+    resume_from = last_checkpoint(ckpt_dir) if args.resume else None
+    if not args.resume and last_checkpoint(ckpt_dir) is not None:
+        raise TrainingError(f"{out} already holds checkpoints; pass --resume to continue, or choose a new --out.")
+    paths = resolve_data(args.data, config.storage.datasets_dir)
+    datasets = load_datasets(paths, args.format)
+    method = args.method
+    if method == "auto":
+        method = "dpo" if all(d.kind == "preference" for d in datasets) else "sft"
+    writer = EventWriter(out / EVENTS_FILE, echo=None) if main_process else None
+    torch.manual_seed(settings.seed)
+
+    from assistant.llm.loader import load_causal_lm
+
+    loaded = load_causal_lm(config.model.name, config.storage.models_dir, device="cpu" if not
+                            torch.cuda.is_available() else "cuda", dtype=PRECISION_DTYPE[settings.precision],
+                            threads=config.model.threads)
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(out / "tensorboard")
+    from finetune.recipes import build_dpo_trainer, build_sft_trainer
+
+    build = build_dpo_trainer if method == "dpo" else build_sft_trainer
+    trainer, callback = build(loaded, datasets, settings, out=out, system_prompt=config.model.system_prompt,
+                              writer=writer, progress=not args.no_progress)
+    started = time.time()
+    try:
+        result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    except Exception as exc:
+        if writer is not None:
+            writer.emit(ProgressEvent("error", message=f"{exc.__class__.__name__}: {exc}"))
+        raise
+    metadata: dict[str, Any] = {}
+    if trainer.is_world_process_zero():
+        adapter = out / ADAPTER_DIR
+        trainer.model.save_pretrained(str(adapter))
+        loaded.tokenizer.save_pretrained(str(adapter))
+        metadata = {
+            "base_model": {**base_model_identity(loaded.source), "config_name": config.model.name},
+            "method": method,
+            "datasets": [{"path": str(p), "sha256": file_sha256(p), "rows": len(d.rows), "format": d.format}
+                         for p, d in zip(paths, datasets)],
+            "hyperparameters": dataclasses.asdict(settings),
+            "system_prompt": config.model.system_prompt,
+            "precision": loaded.dtype,
+            "metrics": {"train_loss": result.training_loss, "steps": trainer.state.global_step,
+                        "seconds": round(time.time() - started, 2),
+                        "final_loss": callback.history[-1]["loss"] if callback.history else None},
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        (adapter / METADATA).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
+        from finetune.plots import loss_curve
+
+        events, _ = read_events(out / EVENTS_FILE)
+        png = loss_curve(events, out / "loss.png", title=f"{out.name}: training loss")
+        assert writer is not None
+        writer.emit(ProgressEvent("done", step=trainer.state.global_step, total_steps=trainer.state.max_steps,
+                                  loss=metadata["metrics"]["final_loss"], message="finished",
+                                  data={"adapter": str(adapter), "loss_png": str(png) if png else None,
+                                        "metrics": metadata["metrics"]}))
+        writer.close()
+    trainer.accelerator.wait_for_everyone()
+    return metadata
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from assistant.cli import resolve_config, setup_logging
+
+    parser = make_parser()
+    parser.add_argument("--config", type=Path, default=None, help="config file (default ./config.toml)")
+    parser.add_argument("--debug", action="store_true")
+    args = parser.parse_args(argv)
+    setup_logging(args.debug)
+    try:
+        run_training(resolve_config(args.config), args)
+    except AssistantError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 0
+
+
+def handle(args: argparse.Namespace, config: Config) -> int:
+    """`finetune train` from finetune.cli (config already resolved)."""
+    run_training(config, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+__all__ = ["make_parser", "run_training", "main", "handle", "last_checkpoint", "resolve_data",
+           "finetune_settings", "base_model_identity"]
