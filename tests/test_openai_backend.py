@@ -1,0 +1,100 @@
+"""The `openai` backend against a real OpenAI-compatible server: our own `serve` app on the real model."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from assistant.errors import BackendError
+from assistant.llm.base import GenerationOptions, Message
+from assistant.llm.engine import TransformersEngine
+from assistant.llm.loader import load_causal_lm
+from assistant.llm.openai_backend import OpenAIBackend
+from assistant.openai_server import create_app
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+QUESTION: list[Message] = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+@pytest.fixture(scope="module")
+def engine(models_dir: Path) -> Iterator[TransformersEngine]:
+    eng = TransformersEngine(load_causal_lm("smollm2-135m-instruct", models_dir))
+    yield eng
+    eng.close()
+
+
+@pytest.fixture
+async def server(engine: TransformersEngine) -> AsyncIterator[TestServer]:
+    app = create_app(engine, model_name="local", defaults=GenerationOptions(max_new_tokens=24), api_key="k3y")
+    async with TestServer(app, host="127.0.0.1") as srv:
+        yield srv
+
+
+async def test_streamed_answer_equals_local_answer(server: TestServer, engine: TransformersEngine) -> None:
+    backend = OpenAIBackend(str(server.make_url("/v1")), "local", api_key="k3y")
+    try:
+        options = GenerationOptions(max_new_tokens=24)
+        deltas = [d async for d in backend.stream(QUESTION, options)]
+        assert len(deltas) > 1
+        assert "".join(deltas) == await engine.complete(QUESTION, options)
+        assert "Paris" in "".join(deltas)
+    finally:
+        await backend.aclose()
+
+
+async def test_non_streamed_and_models_endpoints(server: TestServer) -> None:
+    async with aiohttp.ClientSession(headers={"Authorization": "Bearer k3y"}) as http:
+        async with http.get(server.make_url("/v1/models")) as r:
+            assert (await r.json())["data"][0]["id"] == "local"
+        body = {"messages": QUESTION, "max_tokens": 12}
+        async with http.post(server.make_url("/v1/chat/completions"), json=body) as r:
+            assert r.status == 200
+            assert "Paris" in (await r.json())["choices"][0]["message"]["content"]
+
+
+@pytest.mark.parametrize("body, words", [
+    ({"messages": []}, "non-empty"),
+    ({"messages": [{"role": "wizard", "content": "x"}]}, "role"),
+    ({"messages": QUESTION, "max_tokens": 0}, "max_tokens"),
+    ({"messages": QUESTION, "temperature": "hot"}, "temperature"),
+])
+async def test_server_rejects_bad_requests(server: TestServer, body: dict, words: str) -> None:
+    async with aiohttp.ClientSession(headers={"Authorization": "Bearer k3y"}) as http:
+        async with http.post(server.make_url("/v1/chat/completions"), json=body) as r:
+            assert r.status == 400
+            assert words in (await r.json())["error"]["message"]
+        async with http.post(server.make_url("/v1/chat/completions"), data=b"{not json") as r:
+            assert r.status == 400
+
+
+async def test_client_errors_are_friendly(server: TestServer) -> None:
+    wrong_key = OpenAIBackend(str(server.make_url("/v1")), "local", api_key="nope")
+    with pytest.raises(BackendError, match="401"):
+        await wrong_key.complete(QUESTION)
+    await wrong_key.aclose()
+    nobody = OpenAIBackend("http://127.0.0.1:9/v1", "local")
+    with pytest.raises(BackendError, match="Cannot reach"):
+        await nobody.complete(QUESTION)
+    await nobody.aclose()
+
+
+async def test_ask_cli_with_openai_backend(server: TestServer, tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(f'[model]\nbackend = "openai"\nopenai_base_url = "{server.make_url("/v1")}"\n'
+                      'openai_api_key_env = "TEST_KEY"\nmax_new_tokens = 24\n')
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "assistant", "--config", str(config), "ask", "What is the capital of France?",
+        cwd=REPO, env={"TEST_KEY": "k3y", "PATH": "/usr/bin:/bin"},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, err.decode()
+    assert "Paris" in out.decode()
