@@ -128,7 +128,8 @@ class DatasetManager:
 
     def load(self, name: str) -> Dataset:
         info = self.info(name)
-        return load_rows(info.path.read_bytes(), f"dataset {name}", fmt=info.format)
+        canonical = "preference" if info.kind == "preference" else "messages"  # stored rows are canonical
+        return load_rows(info.path.read_bytes(), f"dataset {name}", fmt=canonical)
 
     def archive(self, name: str) -> Path:
         """Pack NAME into archive/NAME-<time>.tar.gz (with a manifest) and remove it from the active set."""

@@ -164,6 +164,10 @@ def run_training(config: Config, args: argparse.Namespace) -> dict[str, Any]:
             writer.emit(ProgressEvent("error", message=f"{exc.__class__.__name__}: {exc}"))
         raise
     metadata: dict[str, Any] = {}
+    rank = trainer.args.process_index
+    (out / "ranks").mkdir(exist_ok=True)  # evidence that every DDP rank trained (and how far)
+    (out / "ranks" / f"rank{rank}.json").write_text(json.dumps(
+        {"rank": rank, "world_size": trainer.args.world_size, "steps": trainer.state.global_step}), encoding="utf-8")
     if trainer.is_world_process_zero():
         adapter = out / ADAPTER_DIR
         trainer.model.save_pretrained(str(adapter))
@@ -176,6 +180,7 @@ def run_training(config: Config, args: argparse.Namespace) -> dict[str, Any]:
             "hyperparameters": dataclasses.asdict(settings),
             "system_prompt": config.model.system_prompt,
             "precision": loaded.dtype,
+            "world_size": trainer.args.world_size,
             "metrics": {"train_loss": result.training_loss, "steps": trainer.state.global_step,
                         "seconds": round(time.time() - started, 2),
                         "final_loss": callback.history[-1]["loss"] if callback.history else None},
