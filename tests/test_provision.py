@@ -75,3 +75,16 @@ def test_unprovisioned_catalog_model_says_how_to_fetch(tmp_path: Path) -> None:
 def test_provisioned_default_model_matches_its_manifest(models_dir: Path) -> None:
     folder = catalog.catalog_dir(models_dir, "smollm2-135m-instruct")
     verify_manifest(folder)
+
+
+def test_hub_id_offline_fails_fast_with_instructions(tmp_path: Path) -> None:
+    import os
+
+    from tests.conftest import run_cli
+
+    config = tmp_path / "config.toml"
+    config.write_text('[model]\nname = "SomeOrg/some-model-that-is-not-cached"\n')
+    env = {**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_CACHE": str(tmp_path / "hf")}
+    result = run_cli("--config", str(config), "ask", "hi", env=env)
+    assert result.returncode == 3
+    assert "assistant models fetch" in result.stderr and "Traceback" not in result.stderr

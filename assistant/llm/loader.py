@@ -7,6 +7,7 @@ precision, and both give the same instructions when a model cannot be found offl
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,36 @@ def choose_dtype(requested: str, device: str, *, cpu_bf16: bool, cuda_bf16: bool
     return "bfloat16" if cpu_bf16 else "float32"
 
 
+def _how_to_provision(name: str, reason: str) -> str:
+    return (f"Could not load model {name!r} ({reason}). Offline, set model.name to a provisioned model "
+            "(see `assistant models list`; the default is 'smollm2-135m-instruct') and run "
+            "`assistant models fetch`; online, check the hub id.")
+
+
+def _cached(hub_id: str) -> bool:
+    """True when the hub model's config is already in the local Hugging Face cache."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(hub_id, "config.json"), str)
+    except (ImportError, ValueError):
+        return False
+
+
+def hub_reachable(timeout_s: float = 3.0) -> bool:
+    """A quick TCP probe of the hub endpoint, so offline users get an answer in seconds, not minutes of retries."""
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    try:
+        with socket.create_connection((url.hostname or "", url.port or 443), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
 @dataclass
 class LoadedModel:
     model: Any
@@ -70,14 +101,14 @@ def load_causal_lm(name: str, models_dir: Path, *, device: str = "auto", dtype: 
                       cuda_bf16=cuda and torch.cuda.is_bf16_supported())
     source = resolve_model_source(name, models_dir)
     start = time.perf_counter()
+    local_only = Path(source).exists() or _cached(source)
+    if not local_only and not hub_reachable():
+        raise ModelNotAvailableError(_how_to_provision(name, "the model hub cannot be reached"))
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, dt))
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, dt), local_files_only=local_only)
     except OSError as exc:
-        raise ModelNotAvailableError(
-            f"Could not load model {name!r} ({exc.__class__.__name__}: {str(exc).splitlines()[0]}). "
-            "Offline, set model.name to a provisioned model (`assistant models list`) and run "
-            "`assistant models fetch`; online, check the hub id.") from None
+        raise ModelNotAvailableError(_how_to_provision(name, str(exc).splitlines()[0])) from None
     model.to(dev).eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
