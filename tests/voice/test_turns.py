@@ -1,0 +1,142 @@
+"""Turn taking with an injected clock: utterance boundaries, answer modes, barge-in timing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from assistant.voice.turns import (
+    FRAME_SECONDS, AnswerPolicy, Event, UtteranceSegmenter, mentions_wake_word, should_barge_in)
+from assistant.voice.vad import WebRtcVad, make_vad
+
+
+def run(segmenter: UtteranceSegmenter, flags: str, t0: float = 0.0) -> list[tuple[Event, float, float, float]]:
+    """Feed frames written as '#' (speech) and '.' (silence); '_' = no packet at all (ticks only)."""
+    out = []
+    for i, flag in enumerate(flags):
+        at = t0 + i * FRAME_SECONDS
+        events = segmenter.tick(at + FRAME_SECONDS) if flag == "_" else segmenter.frame(flag == "#", at)
+        out += [(e.kind, round(e.at, 3), round(e.speech_start, 3), round(e.speech_end, 3)) for e in events]
+    return out
+
+
+def test_an_utterance_ends_after_the_configured_silence() -> None:
+    events = run(UtteranceSegmenter(silence_s=0.6, speculative_s=0.2), "#" * 10 + "." * 40)
+    assert events == [
+        (Event.STARTED, 0.06, 0.0, 0.06),
+        (Event.PAUSED, 0.4, 0.0, 0.2),
+        (Event.ENDED, 0.8, 0.0, 0.2),
+    ]
+
+
+def test_missing_packets_count_as_silence() -> None:
+    events = run(UtteranceSegmenter(silence_s=0.6), "#" * 10 + "_" * 40)
+    assert events[-1] == (Event.ENDED, 0.8, 0.0, 0.2)
+
+
+def test_speech_resuming_during_trailing_silence_cancels_speculation() -> None:
+    events = run(UtteranceSegmenter(silence_s=0.6, speculative_s=0.2), "#" * 5 + "." * 15 + "#" * 5 + "." * 40)
+    kinds = [e[0] for e in events]
+    assert kinds == [Event.STARTED, Event.PAUSED, Event.RESUMED, Event.PAUSED, Event.ENDED]
+    assert events[-1][2:] == (0.0, 0.5), "one utterance from the first to the last voiced frame"
+
+
+def test_clicks_shorter_than_the_onset_are_ignored() -> None:
+    assert run(UtteranceSegmenter(), "##." * 20) == []
+
+
+@given(st.text(alphabet="#._", max_size=300))
+def test_events_always_alternate_sensibly(flags: str) -> None:
+    state = "idle"
+    for kind, *_ in run(UtteranceSegmenter(silence_s=0.3, speculative_s=0.1), flags):
+        allowed = {"idle": {Event.STARTED}, "talk": {Event.PAUSED, Event.ENDED},
+                   "pause": {Event.RESUMED, Event.ENDED}}[state]
+        assert kind in allowed
+        state = {Event.STARTED: "talk", Event.PAUSED: "pause", Event.RESUMED: "talk", Event.ENDED: "idle"}[kind]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Assistant, what time is it?", True),
+    ("hey ASSISTANT", True),
+    ("the assistants are here", False),
+    ("assistantship", False),
+    ("", False),
+])
+def test_wake_word_is_a_whole_word(text: str, expected: bool) -> None:
+    assert mentions_wake_word(text, ["assistant"]) is expected
+
+
+def test_multi_word_wake_word() -> None:
+    assert mentions_wake_word("OK, hey robot! tell me", ["hey robot"])
+    assert not mentions_wake_word("hey, the robot", ["hey robot"])
+
+
+def test_answer_modes() -> None:
+    everyone = AnswerPolicy("everyone", ["assistant"], 30)
+    assert everyone.should_answer(1, "what is the weather", 0) and not everyone.should_answer(1, "  ", 0)
+    wake = AnswerPolicy("wake_word", ["assistant"], 30)
+    assert not wake.should_answer(1, "what is the weather", 0)
+    assert wake.should_answer(1, "assistant what is the weather", 0)
+    wake.answered(1, 5)
+    assert not wake.should_answer(1, "and tomorrow?", 6), "wake_word mode has no follow-up"
+
+
+def test_follow_up_window_is_per_person_and_expires() -> None:
+    policy = AnswerPolicy("follow_up", ["assistant"], 30)
+    assert not policy.should_answer(1, "hello", 0)
+    assert policy.should_answer(1, "assistant, hello", 1)
+    policy.answered(1, 4)
+    assert policy.should_answer(1, "and then?", 20)
+    assert not policy.should_answer(2, "me too?", 20), "someone else still has to say the name"
+    policy.answered(1, 25)
+    assert policy.should_answer(1, "more", 54.9), "each answer extends the window"
+    assert not policy.should_answer(1, "more", 55.1)
+    policy.forget(1)
+    assert not policy.should_answer(1, "more", 26)
+
+
+@pytest.mark.parametrize(("mode", "speaker", "answering", "playing", "expected"), [
+    ("speaker", 1, 1, True, True),
+    ("speaker", 2, 1, True, False),
+    ("anyone", 2, 1, True, True),
+    ("off", 1, 1, True, False),
+    ("anyone", 1, 1, False, False),
+])
+def test_barge_in_decision(mode: str, speaker: int, answering: int, playing: bool, expected: bool) -> None:
+    assert should_barge_in(mode, speaker, answering, playing) is expected
+
+
+def test_barge_in_is_decided_well_within_200_ms_of_speech_onset() -> None:
+    """Logic-level: the STARTED event that triggers barge-in comes after ONSET_FRAMES frames."""
+    segmenter = UtteranceSegmenter()
+    onset = 10.0
+    for i in range(20):
+        events = segmenter.frame(True, onset + i * FRAME_SECONDS)
+        if events:
+            assert events[0].kind is Event.STARTED
+            assert events[0].at - onset <= 0.1
+            break
+    else:
+        pytest.fail("speech never started")
+
+
+def test_webrtc_vad_finds_a_voiced_burst_in_silence() -> None:
+    rate = 16000
+    t = np.arange(rate) / rate
+    voiced = 0.4 * np.sign(np.sin(2 * np.pi * 150 * t)) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))  # buzzy, voice-like
+    audio = np.concatenate([np.zeros(rate, np.float32), voiced.astype(np.float32), np.zeros(rate, np.float32)])
+    vad = make_vad("webrtc", 2)
+    flags = [speech for chunk in np.array_split(audio, 37) for _, speech in vad.frames(chunk)]
+    assert len(flags) == len(audio) // 320
+    assert not any(flags[:45]) and not any(flags[-45:])
+    assert sum(flags[50:100]) > 40
+
+
+def test_unavailable_vad_is_a_config_error() -> None:
+    from assistant.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="webrtc"):
+        make_vad("silero", 2)
+    assert isinstance(make_vad("webrtc", 0), WebRtcVad)
