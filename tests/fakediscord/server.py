@@ -170,7 +170,13 @@ class FakeDiscord(ChatControls):
 
     @property
     def unknown_routes(self) -> list[str]:
+        """``"METHOD /path"`` of every request no route matched (answered 404)."""
         return list(self.rest.unknown_routes)
+
+    @property
+    def server_errors(self) -> list[str]:
+        """Crashes of fakediscord's own handlers (answered 501): always a bug here."""
+        return list(self.rest.errors)
 
     async def wait_until(self, predicate: Any, *, timeout: float = 10.0, what: str = "condition") -> Any:
         return await self.world.wait_until(predicate, timeout, what)
