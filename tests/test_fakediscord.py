@@ -212,7 +212,7 @@ async def test_voice_sine_round_trip_through_tls_gateway_and_encrypted_rtp(
         d.join_voice(d.alice)
         voice = bot.get_channel(d.voice_channel.id)
         assert isinstance(voice, nextcord.VoiceChannel)
-        vc = await voice.connect(timeout=10)
+        vc: nextcord.VoiceClient = await voice.connect(timeout=10)
         conn = await d.wait_for_bot_voice()
         assert conn.mode == "aead_xchacha20_poly1305_rtpsize" and conn.peer.address is not None
 

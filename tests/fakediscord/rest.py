@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from aiohttp import web
-from multidict import MultiDictProxy
+from aiohttp import BodyPartReader
+from multidict import MultiMapping
 
-from . import payloads
+from . import cdn, payloads
 from .state import World
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ class Request:
     path: str
     route: str
     params: dict[str, str]
-    query: MultiDictProxy[str]
+    query: MultiMapping[str]
     json: Any
     files: list[UploadedFile]
 
@@ -210,15 +211,17 @@ class RestApi:
             files: list[UploadedFile] = []
             reader = await request.multipart()
             async for part in reader:
-                name = getattr(part, "name", None) or ""
-                data = await part.read(decode=False)  # type: ignore[union-attr]
+                if not isinstance(part, BodyPartReader):
+                    continue  # nested multipart: Discord does not use it
+                name = part.name or ""
+                data = await part.read(decode=False)
                 if name == "payload_json":
                     body = _parse_json(bytes(data))
                 elif (index := re.fullmatch(r"files\[(\d+)\]", name)) is not None:
                     files.append(
                         UploadedFile(
                             int(index.group(1)),
-                            getattr(part, "filename", None) or f"file{index.group(1)}",
+                            part.filename or f"file{index.group(1)}",
                             part.headers.get("Content-Type", "application/octet-stream"),
                             bytes(data),
                         )
@@ -229,14 +232,10 @@ class RestApi:
 
     async def cdn(self, request: web.Request) -> web.StreamResponse:
         """``/attachments/{channel}/{id}/{filename}``: the bytes a test uploaded."""
-        try:
-            att = self.world.attachments[int(request.match_info["attachment_id"])]
-        except (KeyError, ValueError):
-            return web.Response(status=404, text="Not Found")
-        self.requests.append(RequestRecord(time.monotonic(), "GET", request.path, "CDN", 200))
-        return web.Response(
-            body=att.data, headers={"Content-Type": att.content_type, "Via": "1.1 google"}
-        )
+        response = cdn.serve(self.world.attachments, request)
+        self.requests.append(RequestRecord(time.monotonic(), "GET", request.path, "CDN", response.status))
+        self.world.notify()
+        return response
 
     async def not_found(self, request: web.Request) -> web.StreamResponse:
         self.unknown_routes.append(f"{request.method} {request.path}")

@@ -31,7 +31,6 @@ from .rest_messages import form_error, message_fields
 
 routes = RouteTable()
 
-INTERACTION_DEADLINE_S = 3.0
 _NAME = re.compile(r"^[-_\w]{1,32}$")
 
 
@@ -173,7 +172,7 @@ async def callback(api: RestApi, req: Request) -> Any:
         raise ApiError(404, 10062, "Unknown interaction")
     if rec.callbacks:
         raise ApiError(400, 40060, "Interaction has already been acknowledged.")
-    if time.monotonic() - rec.created_at > INTERACTION_DEADLINE_S:
+    if time.monotonic() - rec.created_at > api.world.interaction_deadline:
         raise ApiError(404, 10062, "Unknown interaction")
     body = req.json or {}
     ctype = int(body.get("type", 0))

@@ -254,7 +254,7 @@ class FakeDiscord(ChatControls):
     async def wait_for_bot_voice(self, *, timeout: float = 10.0) -> VoiceConnection:
         """Until the bot's voice session has its key and finished IP discovery."""
         return await self.world.wait_until(
-            lambda: (c := self.voice.active()) is not None and c.peer.address is not None and c,
+            lambda: c if (c := self.voice.active()) is not None and c.peer.address else None,
             timeout, "the bot to connect to voice")
 
     def voice_audio(self, who: UserRef | int | None = None) -> VoiceCapture:
