@@ -1,0 +1,123 @@
+"""Voice turns at the logic level: speculation kept or discarded, answer policy, barge-in,
+latency records. Engines are plain async functions here; the real ones are tested elsewhere."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import numpy as np
+import pytest
+
+from assistant.voice.dialog import VoiceDialog
+from assistant.voice.latency import VoiceLatencyLog, VoiceTurnTiming, percentile
+from assistant.voice.receiver import SpeechEvent
+from assistant.voice.turns import AnswerPolicy, Event
+
+class Rig:
+    def __init__(self, mode: str = "everyone", barge_in: str = "speaker", transcripts: dict[float, str] | None = None,
+                 hold_playback: bool = False) -> None:
+        self.recognised: list[float] = []
+        self.asked: list[tuple[str, str]] = []
+        self.spoken: list[str] = []
+        self.stops = 0
+        self.hold = hold_playback
+        self.transcripts = transcripts or {}
+        self.dialog = VoiceDialog(recognize=self.recognize, answer=self.answer, speak=self.speak,
+                                  stop_playback=self.stop, name_of=lambda uid: f"user{uid}",
+                                  policy=AnswerPolicy(mode, ["assistant"], 30), barge_in=barge_in)
+
+    async def recognize(self, audio: np.ndarray) -> str:
+        self.recognised.append(len(audio))
+        await asyncio.sleep(0)
+        return self.transcripts.get(len(audio), "assistant what time is it")
+
+    async def answer(self, text: str, name: str) -> AsyncIterator[str]:
+        self.asked.append((text, name))
+        for word in ("It ", "is ", "noon."):
+            await asyncio.sleep(0)
+            yield word
+
+    async def speak(self, deltas: AsyncIterator[str], first_audio: Callable[[], None]) -> None:
+        async for delta in deltas:
+            first_audio()
+            self.spoken.append(delta)
+        if self.hold:
+            await asyncio.Event().wait()  # a long answer still playing
+
+    def stop(self) -> None:
+        self.stops += 1
+
+    def event(self, kind: Event, user: int = 1, end: float = 1.0, samples: int = 1600) -> None:
+        audio = np.zeros(samples, np.float32) if kind in (Event.PAUSED, Event.ENDED) else None
+        self.dialog.on_event(SpeechEvent(user, kind, end + 0.1, 0.0, end, audio))
+
+
+async def settle() -> None:
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+async def test_speculative_recognition_is_used_when_the_silence_confirms_it() -> None:
+    rig = Rig()
+    rig.event(Event.PAUSED)
+    await settle()
+    assert rig.asked and not rig.spoken, "generation starts during the silence, speaking does not"
+    rig.event(Event.ENDED)
+    await settle()
+    assert rig.recognised == [1600] and rig.spoken == ["It ", "is ", "noon."]
+    assert rig.asked == [("assistant what time is it", "user1")]
+    (turn,) = rig.dialog.latency.turns
+    assert turn.speculative and turn.first_audio is not None and turn.first_token is not None
+
+
+async def test_speech_going_on_discards_the_speculative_turn() -> None:
+    rig = Rig()
+    rig.event(Event.PAUSED, end=1.0, samples=1600)
+    await settle()
+    rig.event(Event.RESUMED)
+    rig.event(Event.PAUSED, end=2.0, samples=3200)
+    rig.event(Event.ENDED, end=2.0, samples=3200)
+    await settle()
+    assert rig.dialog.discarded == 1
+    assert rig.spoken == ["It ", "is ", "noon."], "only the final utterance is answered"
+
+
+async def test_ended_without_speculation_still_answers() -> None:
+    rig = Rig()
+    rig.event(Event.ENDED)
+    await settle()
+    assert rig.spoken and not rig.dialog.latency.turns[0].speculative
+
+
+async def test_wake_word_mode_ignores_unaddressed_speech() -> None:
+    rig = Rig(mode="wake_word", transcripts={1600: "what time is it"})
+    rig.event(Event.ENDED)
+    await settle()
+    assert rig.recognised == [1600] and not rig.asked and not rig.spoken
+
+
+@pytest.mark.parametrize(("mode", "speaker", "expected_stops"), [("speaker", 1, 1), ("speaker", 2, 0),
+                                                                  ("anyone", 2, 1), ("off", 1, 0)])
+async def test_barge_in_stops_playback(mode: str, speaker: int, expected_stops: int) -> None:
+    rig = Rig(barge_in=mode, hold_playback=True)
+    rig.event(Event.ENDED, user=1)
+    await settle()
+    assert rig.dialog.playing and rig.dialog.answering_user == 1
+    rig.event(Event.STARTED, user=speaker)
+    await settle()
+    assert rig.stops == expected_stops
+    assert rig.dialog.playing is (expected_stops == 0)
+
+
+def test_latency_summary_and_percentiles() -> None:
+    log = VoiceLatencyLog()
+    for i in range(20):
+        log.add(VoiceTurnTiming(1, 10.0, recognised=10.1, first_token=10.2 + i / 100, first_audio=10.5 + i / 100))
+    log.add(VoiceTurnTiming(1, 10.0))  # a turn that was never answered
+    summary = log.summary()
+    assert summary["recognised"]["n"] == 20
+    assert summary["first_audio"]["p50"] == pytest.approx(0.59)
+    assert summary["first_audio"]["p95"] == pytest.approx(0.68)
+    assert "p95" in log.format() and VoiceLatencyLog().format().startswith("voice: no")
+    assert percentile([3.0, 1.0, 2.0], 50) == 2.0 and percentile([5.0], 95) == 5.0
