@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from . import payloads
-from .models import EPHEMERAL, IS_VOICE_MESSAGE, Attachment, Channel, Message
+from .models import EPHEMERAL, IS_VOICE_MESSAGE, PUBLIC_THREAD, Attachment, Channel, Message
 from .rest import ApiError, Reply, Request, RestApi, RouteTable, UploadedFile, not_found
 
 routes = RouteTable()
@@ -261,4 +261,26 @@ async def pin(api: RestApi, req: Request) -> Any:
     m = message_of(api, req)
     m.pinned = req.method == "PUT"
     api.world.dispatch("MESSAGE_UPDATE", payloads.message(api.world, m, gateway=True))
+    return None
+
+
+@routes.route("POST", "/channels/{channel_id}/threads")
+@routes.route("POST", "/channels/{channel_id}/messages/{message_id}/threads")
+async def start_thread(api: RestApi, req: Request) -> Any:
+    """A bot opening a thread per conversation; from a message, the thread's id is
+    the message's id, as on Discord."""
+    parent = channel_of(api, req)
+    name = str((req.json or {}).get("name") or "")
+    if not 1 <= len(name) <= 100:
+        raise form_error("name", "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 100 in length.")
+    thread_id = message_of(api, req).id if "message_id" in req.params else None
+    thread = api.world.add_channel(name, PUBLIC_THREAD, parent=parent, owner=api.world.bot,
+                                   channel_id=thread_id)
+    return Reply(201, payloads.channel(thread))
+
+
+@routes.route("PUT", "/channels/{channel_id}/thread-members/@me")
+@routes.route("DELETE", "/channels/{channel_id}/thread-members/@me")
+async def join_thread(api: RestApi, req: Request) -> Any:
+    channel_of(api, req)
     return None

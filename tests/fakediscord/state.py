@@ -116,17 +116,18 @@ class World:
         self.notify()
         return u
 
-    def add_channel(self, name: str, type: int, *, parent: Channel | None = None) -> Channel:
+    def add_channel(self, name: str, type: int, *, parent: Channel | None = None,
+                    owner: User | None = None, channel_id: int | None = None) -> Channel:
         g = self.guild
         same_kind = [c for c in g.channels.values() if c.type == type]
         c = Channel(
-            self.ids.next(),
+            channel_id or self.ids.next(),
             type,
             name,
             guild_id=g.id,
             position=len(same_kind),
             parent_id=parent.id if parent else None,
-            owner_id=self.alice.id if type == PUBLIC_THREAD else None,
+            owner_id=(owner or self.alice).id if type == PUBLIC_THREAD else None,
         )
         g.channels[c.id] = c
         event = "THREAD_CREATE" if type == PUBLIC_THREAD else "CHANNEL_CREATE"
