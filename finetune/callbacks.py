@@ -50,7 +50,7 @@ class EventsCallback(TrainerCallback):  # type: ignore[misc]
             return
         now = time.perf_counter()
         tokens = (self.counter.tokens - self._last_tokens) * self.world_size
-        rate = tokens / (now - self._last_time) if now > self._last_time else None
+        rate = tokens / (now - self._last_time) if now > self._last_time and tokens else None
         self._last_time, self._last_tokens = now, self.counter.tokens
         done = state.global_step - self._start_step
         eta = (now - self._t0) / done * (state.max_steps - state.global_step) if done > 0 else None

@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 CANCEL_GRACE_S = 10.0
 POLL_S = 0.5
+CANCEL_FILE = "CANCELLED"
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,6 @@ class JobRunner:
         self.env = env
         self._lock = threading.RLock()
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
-        self._cancelling: set[str] = set()
         self.recover()
 
     @staticmethod
@@ -143,7 +143,8 @@ class JobRunner:
                 return self.status(job_id)
             if job.state != "running":
                 return job
-            self._cancelling.add(job_id)
+            # A file, not memory: whichever runner (or a restarted one) sees the process end knows why.
+            (Path(job.out_dir) / CANCEL_FILE).touch()
             proc = self._procs.get(job_id)
         if proc is not None:
             _stop_group(proc.pid)
@@ -196,6 +197,9 @@ class JobRunner:
             if not queued:
                 return
             job = queued[0]
+            # Claim it first: another runner on the same store (a restart overlapping) must not start it too.
+            if not self.store.update_job(job.id, state="running", expect=("queued",)):
+                return
             out = Path(job.out_dir)
             out.mkdir(parents=True, exist_ok=True)
             spec = JobSpec(**job.spec)
@@ -213,7 +217,7 @@ class JobRunner:
             finally:
                 log.close()
             self._procs[job.id] = proc
-            self.store.update_job(job.id, state="running", pid=proc.pid)
+            self.store.update_job(job.id, pid=proc.pid)
             logger.info("Started job %s (pid %d): %s", job.id, proc.pid, " ".join(cmd))
             threading.Thread(target=self._await_child, args=(job.id, proc, out), daemon=True).start()
 
@@ -232,8 +236,7 @@ class JobRunner:
     def _settle(self, job_id: str, out: Path, *, returncode: int | None) -> None:
         last = final_event(out)
         with self._lock:
-            if job_id in self._cancelling:
-                self._cancelling.discard(job_id)
+            if (out / CANCEL_FILE).exists():
                 self.store.update_job(job_id, state="cancelled", expect=("running",))
             elif last is not None and last.kind == "done" and returncode in (0, None):
                 self.store.update_job(job_id, state="succeeded", result=last.data, expect=("running",))

@@ -71,17 +71,28 @@ def sft_examples(tokenizer: Any, datasets: list[Dataset], settings: FinetuneConf
     return pack(tokens, settings.max_seq_len) if settings.packing else unpacked(tokens)
 
 
-def counting_collate(rows: list[dict[str, list[int]]], *, pad_id: int, counter: TokenCounter) -> dict[str, Any]:
-    counter.add(sum(len(r["input_ids"]) for r in rows))
-    return collate(rows, pad_id)
+def counting_collate(rows: list[dict[str, list[int]]], *, pad_id: int) -> dict[str, Any]:
+    """Collate, and say how many real (non-padding) tokens the batch holds, for tokens/s."""
+    import torch
+
+    batch = collate(rows, pad_id)
+    batch["n_tokens"] = torch.tensor(sum(len(r["input_ids"]) for r in rows))
+    return batch
 
 
 class _NoCacheTrainer:
     """Mixin: no KV cache in training forward passes — transformers only derives the packed
-    (block-diagonal) mask from position ids when there is no cache and no attention mask."""
+    (block-diagonal) mask from position ids when there is no cache and no attention mask.
+    Also counts the tokens of each batch as it is consumed (the dataloader prefetches)."""
+
+    token_counter: TokenCounter
 
     def compute_loss(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
-        inputs = {**inputs, "use_cache": False}
+        inputs = dict(inputs)
+        n_tokens = inputs.pop("n_tokens", None)
+        if n_tokens is not None and model.training:
+            self.token_counter.add(int(n_tokens))
+        inputs["use_cache"] = False
         return super().compute_loss(model, inputs, *args, **kwargs)  # type: ignore[misc]
 
 
@@ -99,9 +110,9 @@ def build_sft_trainer(loaded: Any, datasets: list[Dataset], settings: FinetuneCo
     callback = EventsCallback(writer, counter, world_size=args.world_size)
     trainer_cls = type("SFTTrainer", (_NoCacheTrainer, Trainer), {})
     trainer = trainer_cls(model=model, args=args, train_dataset=HFDataset.from_list(examples),
-                          data_collator=functools.partial(counting_collate, pad_id=loaded.tokenizer.pad_token_id,
-                                                          counter=counter),
+                          data_collator=functools.partial(counting_collate, pad_id=loaded.tokenizer.pad_token_id),
                           callbacks=[callback])
+    trainer.token_counter = counter
     logger.info("SFT on %d sequences (%s)", len(examples), "packed" if settings.packing else "one example each")
     return trainer, callback
 
