@@ -257,7 +257,9 @@ class ChatControls:
 
         return await self.world.wait_until(check, timeout, f"a response to interaction {interaction.id}")
 
-    async def wait_for_choices(self, interaction: InteractionRecord, *, timeout: float = 10.0) -> list[dict[str, Any]]:
+    async def wait_for_choices(
+        self, interaction: InteractionRecord, *, timeout: float = 10.0
+    ) -> list[dict[str, Any]]:
         await self.world.wait_until(
             lambda: any(cb.type == CB_AUTOCOMPLETE for cb in interaction.callbacks),
             timeout, "autocomplete choices",

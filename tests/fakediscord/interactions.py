@@ -156,7 +156,9 @@ def slash(
     return rec
 
 
-def context_menu(world: World, name: str, target: User | Message, user: User, channel: Channel) -> InteractionRecord:
+def context_menu(
+    world: World, name: str, target: User | Message, user: User, channel: Channel
+) -> InteractionRecord:
     """User (type 2) or message (type 3) context-menu command."""
     is_message = isinstance(target, Message)
     cmd = world.find_command(name, type=3 if is_message else 2)

@@ -50,7 +50,8 @@ def _validate_options(options: list[dict[str, Any]], where: str) -> None:
         if not _NAME.match(name) or name != name.lower():
             raise form_error(f"{where}.{i}.name", "APPLICATION_COMMAND_INVALID_NAME", "Command name is invalid")
         if not 1 <= len(opt.get("description", "")) <= 100:
-            raise form_error(f"{where}.{i}.description", "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 100 in length.")
+            raise form_error(f"{where}.{i}.description", "BASE_TYPE_BAD_LENGTH",
+                             "Must be between 1 and 100 in length.")
         if len(opt.get("choices") or []) > 25:
             raise form_error(f"{where}.{i}.choices", "BASE_TYPE_MAX_LENGTH", "Must be 25 or fewer in length.")
         if opt.get("type") in (1, 2):
@@ -99,7 +100,8 @@ async def overwrite_commands(api: RestApi, req: Request) -> Any:
         validate_command(raw)
     keys = [(r["name"], int(r.get("type", 1))) for r in raws]
     if len(set(keys)) != len(keys):
-        raise form_error("_errors", "APPLICATION_COMMANDS_DUPLICATE_NAME", "Application command names must be unique")
+        raise form_error("_errors", "APPLICATION_COMMANDS_DUPLICATE_NAME",
+                         "Application command names must be unique")
     return [payloads.command(c) for c in api.world.overwrite_commands(guild_id, raws)]
 
 

@@ -115,8 +115,12 @@ class VoiceGateway:
                     continue
                 if msg.type != WSMsgType.TEXT:
                     break
-                frame = json.loads(msg.data)
-                op, d = int(frame["op"]), frame.get("d") or {}
+                try:
+                    frame = json.loads(msg.data)
+                    op, d = int(frame["op"]), frame.get("d") or {}
+                except (ValueError, KeyError, TypeError):
+                    await ws.close(code=4002, message=b"Failed to decode payload")
+                    break
                 if op in (0, 7):
                     conn = await self._identify_or_resume(ws, op, d, conn)
                     if conn is None:
