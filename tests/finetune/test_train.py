@@ -75,7 +75,7 @@ def test_eval_reports_base_vs_adapter_and_failures(peft_model: Any) -> None:
                                                {"role": "assistant", "content": "Zzzz"}], "positive": True}]
 
 
-def test_eval_invalid_json_names_the_position() -> None:  # fast, but lives beside the other eval test
+def test_eval_invalid_json_names_the_position() -> None:
     with pytest.raises(DatasetError, match="t.json line 2 column 13"):
         parse_eval(b'[{"prompt": "a", "expected": "b"},\n {"prompt": ]', "t.json")
     with pytest.raises(DatasetError, match="line 1: missing field 'expected'"):
