@@ -65,3 +65,11 @@ class TrainingError(AssistantError):
     """A fine-tuning job could not start, failed, or cannot be resumed."""
 
     exit_code = 6
+
+
+class UnsafeNameError(AssistantError):
+    """A file or folder name from a user that could escape its data folder (traversal, tricks)."""
+
+
+class NotAllowedError(AssistantError):
+    """The user may not run this command (admin only) or is over the rate limit."""

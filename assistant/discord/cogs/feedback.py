@@ -1,0 +1,134 @@
+"""Teaching signals: `correct`, replies starting with "correct:", `feedback`, and 👍/👎 reactions.
+
+Every contribution is committed to the store (in a worker thread: SQLite fsyncs) before
+the bot says thanks, so an acknowledged correction survives a crash right after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import nextcord
+from nextcord.ext import commands
+
+from assistant.discord import replies
+from assistant.discord.invocation import Invocation
+from assistant.discord.policy import correction_text
+from assistant.discord.services import BotServices
+from assistant.errors import AssistantError
+from assistant.store import Turn
+
+logger = logging.getLogger(__name__)
+
+LABELS = {"👍": 1, "👎": -1}
+
+
+class Feedback(commands.Cog):
+    def __init__(self, bot: commands.Bot, services: BotServices) -> None:
+        self.bot = bot
+        self.services = services
+
+    async def _turn(self, channel: object, message_id: int) -> Turn:
+        """The stored prompt and reply behind bot message `message_id`."""
+        store = self.services.store
+        turn = await asyncio.to_thread(store.turn_for_reply, str(message_id))
+        if turn is not None:
+            return turn
+        raise AssistantError(f"I can't find an answer of mine with id {message_id}; reply to my message with "
+                             "`correct: the right answer`, or copy the id of my reply (not of your question).")
+
+    async def store_correction(self, inv: Invocation, message_id: int, correction: str) -> None:
+        correction = correction.strip()
+        if not correction:
+            raise AssistantError("Write the answer I should have given after the message id.")
+        turn = await self._turn(inv.channel, message_id)
+        row = await asyncio.to_thread(
+            self.services.store.add_correction, prompt=turn.prompt, original_reply=turn.reply,
+            correction=correction, user_id=str(inv.user.id), message_external_id=str(message_id))
+        await inv.send(f"Thanks — correction #{row} saved; it will be used in the next training run.")
+
+    async def correct(self, inv: Invocation, args: str) -> None:
+        """`correct MESSAGE_ID CORRECTION`, or `correct CORRECTION` as a reply to the bot's message."""
+        head, _, rest = args.strip().partition(" ")
+        if head.isdigit():
+            await self.store_correction(inv, int(head), rest)
+        elif inv.reference is not None and inv.reference.message_id is not None:
+            await self.store_correction(inv, inv.reference.message_id, args)
+        else:
+            prefix = self.services.config.discord.command_prefix
+            raise AssistantError(f"Use `{prefix}correct MESSAGE_ID the right answer`, or reply to my message "
+                                 "with `correct: the right answer`.")
+
+    @commands.command(name="correct", help="Correct an answer: correct MESSAGE_ID the right answer.")
+    async def correct_prefix(self, ctx: commands.Context, *, args: str = "") -> None:
+        await self.correct(Invocation.from_context(ctx), args)
+
+    @nextcord.slash_command(name="correct", description="Correct one of the assistant's answers.")
+    async def correct_slash(
+        self, interaction: nextcord.Interaction,
+        message_id: str = nextcord.SlashOption(description="id of the assistant's message (Copy Message ID)"),
+        correction: str = nextcord.SlashOption(description="the answer it should have given"),
+    ) -> None:
+        inv = await Invocation.from_interaction(interaction)
+        if not message_id.strip().isdigit():
+            raise AssistantError("The message id is a number: right-click my message → Copy Message ID.")
+        await self.store_correction(inv, int(message_id.strip()), correction)
+
+    @commands.Cog.listener()
+    async def on_message(self, message: nextcord.Message) -> None:
+        """A reply to one of the bot's messages that starts with "correct:" is a correction."""
+        if message.author.bot or message.reference is None or message.reference.message_id is None:
+            return
+        text = correction_text(message.content)
+        if text is None:
+            return
+        inv = Invocation.from_context_message(message)
+        try:
+            await self.store_correction(inv, message.reference.message_id, text)
+        except Exception as exc:  # noqa: BLE001 - one friendly reply
+            await replies.report(message.channel.send, exc)
+
+    # -- feedback ---------------------------------------------------------------------------
+    async def feedback(self, inv: Invocation, text: str) -> None:
+        ref = str(inv.reference.message_id) if inv.reference and inv.reference.message_id else None
+        if not text.strip():
+            raise AssistantError("Write your feedback after the command, e.g. `feedback answers are too long`.")
+        await asyncio.to_thread(self.services.store.add_feedback, text.strip(), user_id=str(inv.user.id),
+                                message_external_id=ref)
+        await inv.send("Thank you for your feedback; it is saved and will help improve the assistant.")
+
+    @commands.command(name="feedback", help="Tell us what to improve: feedback TEXT.")
+    async def feedback_prefix(self, ctx: commands.Context, *, text: str = "") -> None:
+        await self.feedback(Invocation.from_context(ctx), text)
+
+    @nextcord.slash_command(name="feedback", description="Tell the assistant's owners what to improve.")
+    async def feedback_slash(self, interaction: nextcord.Interaction,
+                             text: str = nextcord.SlashOption(description="your feedback")) -> None:
+        await self.feedback(await Invocation.from_interaction(interaction), text)
+
+    # -- reactions --------------------------------------------------------------------------
+    async def _reaction(self, payload: nextcord.RawReactionActionEvent, added: bool) -> None:
+        label = LABELS.get(str(payload.emoji))
+        me = self.bot.user
+        if label is None or me is None or payload.user_id == me.id:
+            return
+        store = self.services.store
+        key = str(payload.message_id)
+        if await asyncio.to_thread(store.turn_for_reply, key) is None:
+            return  # not one of the bot's answers
+        if added:
+            await asyncio.to_thread(store.add_reaction, key, str(payload.user_id), label)
+        else:
+            await asyncio.to_thread(store.remove_reaction, key, str(payload.user_id))
+
+    @commands.Cog.listener()
+    async def on_raw_reaction_add(self, payload: nextcord.RawReactionActionEvent) -> None:
+        await self._reaction(payload, True)
+
+    @commands.Cog.listener()
+    async def on_raw_reaction_remove(self, payload: nextcord.RawReactionActionEvent) -> None:
+        await self._reaction(payload, False)
+
+
+COGS = (Feedback,)

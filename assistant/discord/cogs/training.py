@@ -1,0 +1,218 @@
+"""`train`, `cancel`, `status`: fine-tuning jobs started from Discord through the finetune job runner.
+
+The bot never trains in its own process: `JobRunner.submit` starts the same
+`python -m finetune.train` a terminal user types, and the bot follows its JSON-lines
+progress events, editing ONE message (step, loss, ETA, a bar) at the channel's edit pace.
+At the end the loss curve is attached and a button activates the new adapter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import nextcord
+from nextcord.ext import commands
+
+from assistant.discord import attachments
+from assistant.discord.cogs.files import matching
+from assistant.discord.invocation import Invocation
+from assistant.discord.services import BotServices
+from assistant.errors import AssistantError, TrainingError
+
+logger = logging.getLogger(__name__)
+
+ACTIVATE_PREFIX = "assistant:activate:"
+PROGRESS_EVERY_S = 2.0  # a training status message is edited at most this often
+
+
+def dataset_name_for(filename: str, taken: set[str]) -> str:
+    """A valid, unused dataset name derived from an uploaded file's name."""
+    stem = PurePosixPath(filename).stem
+    base = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-.")[:48] or "upload"
+    if not base[0].isalnum():
+        base = "d" + base
+    name, n = base, 2
+    while name in taken:
+        name, n = f"{base}-{n}", n + 1
+    return name
+
+
+def activate_view(adapter: str) -> nextcord.ui.View:
+    view = nextcord.ui.View(timeout=None)
+    view.add_item(nextcord.ui.Button(label=f"Activate {adapter}"[:80], style=nextcord.ButtonStyle.primary,
+                                     custom_id=f"{ACTIVATE_PREFIX}{adapter}"[:100]))
+    return view
+
+
+class Training(commands.Cog):
+    def __init__(self, bot: commands.Bot, services: BotServices) -> None:
+        self.bot = bot
+        self.services = services
+        self._watchers: set[asyncio.Task[None]] = set()
+
+    # -- train ------------------------------------------------------------------------------
+    async def _upload(self, inv: Invocation, name: str | None) -> str:
+        att = inv.attachments[0]
+        raw = await attachments.fetch(self.services.http(), att, max_bytes=self.services.config.security.max_attachment_bytes,
+                                      kind="data")
+        manager = self.services.datasets
+        taken = {info.name for info in await asyncio.to_thread(manager.list)}
+        target = name or dataset_name_for(att.filename, taken)
+        info = await asyncio.to_thread(manager.add_bytes, raw, name=target, source=att.filename)
+        await inv.send(f"Dataset `{info.name}` stored: {info.rows} rows ({info.format}).")
+        return str(info.name)
+
+    async def train(self, inv: Invocation, dataset: str, steps: int | None) -> None:
+        self.services.require_admin(inv.user.id, inv.role_ids, "start training")
+        from finetune.jobs import JobSpec
+
+        if inv.attachments:
+            names = [await self._upload(inv, dataset.strip() or None)]
+        elif dataset.strip():
+            names = [n for n in dataset.replace(",", " ").split() if n]
+            for n in names:
+                await asyncio.to_thread(self.services.datasets.info, n)  # validates the name, must exist
+        else:
+            names = await asyncio.to_thread(self.services.datasets.selected)
+            if not names:
+                prefix = self.services.config.discord.command_prefix
+                raise TrainingError(f"Attach a dataset file, name one (`{prefix}train NAME`), or choose some with "
+                                    f"`{prefix}select_dataset NAME` first.")
+        job_id = await asyncio.to_thread(self.services.runner.submit, JobSpec(data=names, max_steps=steps))
+        message = await inv.send(f"Training job `{job_id}` queued on {', '.join(names)}…")
+        await self.follow(job_id, message)
+
+    async def follow(self, job_id: str, message: Any) -> None:
+        """Edit `message` with the job's progress until it ends; then the loss curve and a button."""
+        from finetune.events import format_progress
+        from finetune.plots import loss_curve
+
+        runner = self.services.runner
+        events = []
+        last_edit = 0.0
+        async for event in runner.watch(job_id):
+            events.append(event)
+            if event.kind == "step" and time.monotonic() - last_edit >= PROGRESS_EVERY_S:
+                last_edit = time.monotonic()
+                await self._edit(message, content=f"Training `{job_id}`: {format_progress(event)}")
+        job = await asyncio.to_thread(runner.status, job_id)
+        adapter = Path(job.out_dir).name
+        if job.state != "succeeded":
+            await self._edit(message, content=f"Training `{job_id}` {job.state}: {job.error or 'no details'}"[:2000])
+            return
+        steps = [e for e in events if e.kind == "step"]
+        summary = format_progress(steps[-1]) if steps else "done"
+        png = await asyncio.to_thread(loss_curve, events, Path(job.out_dir) / "loss.png", title=adapter)
+        kwargs: dict[str, Any] = {"content": f"Training `{job_id}` finished: {summary}.\nNew adapter: `{adapter}` "
+                                             f"(activate with the button or `adapter activate {adapter}`).",
+                                  "view": activate_view(adapter)}
+        if png is not None:
+            kwargs["file"] = nextcord.File(str(png), filename="loss.png")
+        await self._edit(message, **kwargs)
+
+    async def _edit(self, message: Any, **kwargs: Any) -> None:
+        await asyncio.sleep(self.services.throttle.reserve(message.channel.id if getattr(message, "channel", None)
+                                                           else 0))
+        try:
+            await message.edit(**kwargs)
+        except nextcord.HTTPException as exc:
+            logger.warning("Could not update the training message: %s", exc)
+
+    @commands.command(name="train", help="Train on an attached file or a dataset: train [NAME] [MAX_STEPS] (admins).")
+    async def train_prefix(self, ctx: commands.Context, dataset: str = "", steps: int | None = None) -> None:
+        if dataset.isdigit() and steps is None:
+            dataset, steps = "", int(dataset)
+        await self.train(Invocation.from_context(ctx), dataset, steps)
+
+    @nextcord.slash_command(name="train", description="Fine-tune on a dataset or an attached file (admins).")
+    async def train_slash(
+        self, interaction: nextcord.Interaction,
+        dataset: str = nextcord.SlashOption(description="dataset name (or a name for the file)", required=False,
+                                            default=""),
+        file: nextcord.Attachment = nextcord.SlashOption(description="training data (JSON/JSONL)", required=False,
+                                                         default=None),
+        max_steps: int = nextcord.SlashOption(description="stop after this many steps", required=False,
+                                              default=None, min_value=1, max_value=100000),
+    ) -> None:
+        await self.train(await Invocation.from_interaction(interaction, [file] if file else []), dataset, max_steps)
+
+    @train_slash.on_autocomplete("dataset")
+    async def train_names(self, interaction: nextcord.Interaction, dataset: str) -> None:
+        names = [info.name for info in await asyncio.to_thread(self.services.datasets.list)]
+        await interaction.response.send_autocomplete(matching(names, dataset))
+
+    # -- cancel / status --------------------------------------------------------------------
+    async def _job_id(self, job_id: str, states: tuple[str, ...]) -> str:
+        if job_id.strip():
+            return job_id.strip()
+        jobs = await asyncio.to_thread(self.services.store.jobs, states=states)
+        if not jobs:
+            raise TrainingError("There is no training job to act on; start one with `train`.")
+        return jobs[-1].id
+
+    async def cancel(self, inv: Invocation, job_id: str) -> None:
+        self.services.require_admin(inv.user.id, inv.role_ids, "cancel training")
+        job_id = await self._job_id(job_id, ("queued", "running"))
+        job = await asyncio.to_thread(self.services.runner.cancel, job_id)
+        await inv.send(f"Job `{job_id}`: {job.state} (stopping)" if job.state == "running"
+                       else f"Job `{job_id}`: {job.state}.")
+
+    @commands.command(name="cancel", help="Stop a training job: cancel [JOB_ID] (admins).")
+    async def cancel_prefix(self, ctx: commands.Context, job_id: str = "") -> None:
+        await self.cancel(Invocation.from_context(ctx), job_id)
+
+    @nextcord.slash_command(name="cancel", description="Stop the running (or a named) training job (admins).")
+    async def cancel_slash(self, interaction: nextcord.Interaction,
+                           job_id: str = nextcord.SlashOption(description="job id", required=False,
+                                                              default="")) -> None:
+        await self.cancel(await Invocation.from_interaction(interaction), job_id)
+
+    async def status(self, inv: Invocation, job_id: str) -> None:
+        store = self.services.store
+        if job_id.strip():
+            jobs = [await asyncio.to_thread(self.services.runner.status, job_id.strip())]
+        else:
+            jobs = (await asyncio.to_thread(store.jobs))[-5:]
+        if not jobs:
+            await inv.send("No training jobs yet.")
+            return
+        lines = [f"`{j.id}` {j.state} → adapter `{Path(j.out_dir).name}`" + (f" ({j.error[:200]})" if j.error else "")
+                 for j in jobs]
+        await inv.send_long("\n".join(lines))
+
+    @commands.command(name="status", help="Training jobs and their state: status [JOB_ID].")
+    async def status_prefix(self, ctx: commands.Context, job_id: str = "") -> None:
+        await self.status(Invocation.from_context(ctx), job_id)
+
+    @nextcord.slash_command(name="status", description="Show training jobs and their state.")
+    async def status_slash(self, interaction: nextcord.Interaction,
+                           job_id: str = nextcord.SlashOption(description="job id", required=False,
+                                                              default="")) -> None:
+        await self.status(await Invocation.from_interaction(interaction), job_id)
+
+    # -- the "Activate" button --------------------------------------------------------------
+    @commands.Cog.listener()
+    async def on_interaction(self, interaction: nextcord.Interaction) -> None:
+        data = interaction.data or {}
+        custom_id = str(data.get("custom_id", ""))
+        if interaction.type != nextcord.InteractionType.component or not custom_id.startswith(ACTIVATE_PREFIX):
+            return
+        adapter = custom_id[len(ACTIVATE_PREFIX):]
+        inv = await Invocation.from_interaction(interaction)
+        try:
+            manager = self.bot.get_cog("Adapters")
+            if manager is None:
+                raise AssistantError("Adapters cannot be switched in this bot.")
+            await manager.activate(inv, adapter)  # type: ignore[attr-defined]
+        except Exception as exc:  # noqa: BLE001 - one friendly reply
+            from assistant.discord.replies import report
+
+            await report(inv.send, exc)
+
+
+COGS = (Training,)

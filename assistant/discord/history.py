@@ -1,0 +1,61 @@
+"""Turning Discord messages into the chat turns the model sees (pure; tested without Discord).
+
+The context of an answer is the reply chain when the message replies to something, the
+thread or channel's recent messages otherwise. Other bots, commands and corrections are
+not conversation, so they are left out; consecutive messages of one side are merged so
+the model sees a clean user/assistant alternation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from assistant.conversation import trim_history
+from assistant.discord.policy import correction_text
+from assistant.llm.base import ChatBackend, Message
+
+
+@dataclass(frozen=True)
+class Said:
+    """One earlier Discord message, reduced to what matters for context."""
+
+    author_is_self: bool
+    author_is_bot: bool
+    text: str
+
+
+def to_turns(said: list[Said], *, command_prefix: str) -> list[Message]:
+    """Chat turns (oldest first) from earlier messages (oldest first)."""
+    turns: list[Message] = []
+    for item in said:
+        text = item.text.strip()
+        if not text:
+            continue
+        if item.author_is_self:
+            role = "assistant"
+        elif item.author_is_bot:
+            continue
+        elif (command_prefix and text.startswith(command_prefix)) or correction_text(text) is not None:
+            continue
+        else:
+            role = "user"
+        if turns and turns[-1]["role"] == role:
+            turns[-1] = {"role": role, "content": turns[-1]["content"] + "\n" + text}
+        else:
+            turns.append({"role": role, "content": text})
+    while turns and turns[0]["role"] == "assistant":
+        turns.pop(0)  # a history starts with the user, as chat templates expect
+    return turns
+
+
+def build_prompt(backend: ChatBackend, *, system_prompt: str, earlier: list[Message], question: str,
+                 context_tokens: int, reply_tokens: int) -> list[Message]:
+    """System prompt + as much recent history as fits + the question, within the token budget."""
+    system: list[Message] = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    turns = list(earlier)
+    if turns and turns[-1]["role"] == "user":
+        turns[-1] = {"role": "user", "content": turns[-1]["content"] + "\n" + question}
+    else:
+        turns.append({"role": "user", "content": question})
+    budget = max(context_tokens - reply_tokens, 1)
+    return trim_history(system, turns, budget, backend.count_tokens)

@@ -1,0 +1,23 @@
+"""End-to-end chat: a real bot on the real model, talking through the local fake Discord."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.discord.conftest import bot_config, running_bot
+from tests.fakediscord import FakeDiscord
+
+pytestmark = [pytest.mark.slow]
+
+
+async def test_mention_gets_streamed_answer(tmp_path, repo_config, backend):
+    async with FakeDiscord() as server:
+        config = bot_config(tmp_path, repo_config, server, model={"max_new_tokens": 60})
+        async with running_bot(server, config, backend) as bot:
+            asked = server.send_message(server.general, server.bob, f"<@{server.bot.id}> Tell me about the sea.")
+            reply = await server.wait_for_bot_message(server.general, timeout=60)
+            await server.wait_for_settled(reply, quiet=2.0, timeout=60)
+            print(reply.history)
+            assert reply.reference and int(reply.reference["message_id"]) == asked.id
+            assert not reply.content.endswith("▌")
+            assert reply.edit_count >= 1
