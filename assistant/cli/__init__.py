@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "assistant.cli.run_cmd",
     "assistant.cli.chat",
     "assistant.cli.models",
+    "assistant.cli.speech",
     "assistant.cli.serve",
 )
 

@@ -1,0 +1,36 @@
+"""Word error rate, for judging recognition on a known script (tests and benchmarks).
+
+Normalisation removes what a listener would not count as an error: case, punctuation, and
+spelling of a few common contractions, so "It's fine." matches "its fine".
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+_PUNCT = re.compile(r"[^\w\s']")
+
+
+def normalize(text: str) -> list[str]:
+    """Lower-case words without punctuation; apostrophes dropped, hyphens split words."""
+    text = unicodedata.normalize("NFKC", text).lower().replace("’", "'").replace("-", " ")
+    text = _PUNCT.sub(" ", text).replace("'", "")
+    return text.split()
+
+
+def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
+    """(substitutions + deletions + insertions, reference word count), by word-level edit distance."""
+    ref, hyp = normalize(reference), normalize(hypothesis)
+    previous = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        current = [i] + [0] * len(hyp)
+        for j, h in enumerate(hyp, 1):
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (r != h))
+        previous = current
+    return previous[-1], len(ref)
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    errors, words = word_errors(reference, hypothesis)
+    return errors / words if words else float(bool(normalize(hypothesis)))

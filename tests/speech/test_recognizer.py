@@ -1,0 +1,73 @@
+"""whisper.cpp recognition on the real tiny.en model: round-trip accuracy, silence, parameter hygiene."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from assistant.errors import NoSpeechError
+from assistant.speech.recognizer import (AUDIO_CTX_MIN, WhisperCppRecognizer, audio_ctx_for, clean_segments,
+                                         whisper_params)
+from assistant.speech.service import SpeechService
+from assistant.speech.wer import word_errors
+
+
+def test_audio_ctx_covers_the_clip_with_margin() -> None:
+    assert audio_ctx_for(3.0) == 150 + 64
+    assert audio_ctx_for(0.3) == AUDIO_CTX_MIN
+    assert audio_ctx_for(10.0, margin=0) == 500
+    assert audio_ctx_for(29.0) == 0  # the full window: nothing to save
+    for seconds in (0.5, 2.4, 7.7, 17.3):
+        assert audio_ctx_for(seconds) >= seconds * 50
+
+
+def test_every_call_sets_every_parameter_we_rely_on() -> None:
+    params = whisper_params(language="en", threads=2, audio_ctx=200)
+    for key in ("language", "audio_ctx", "n_threads", "temperature", "no_context", "single_segment",
+                "initial_prompt", "translate", "no_timestamps", "offset_ms", "duration_ms"):
+        assert key in params
+
+
+def test_clean_segments_drops_markers_and_speech_after_the_end() -> None:
+    raw = [(0.0, 1.0, " Hello."), (1.0, 2.0, "[BLANK_AUDIO]"), (2.0, 2.9, " (music) "), (3.0, 3.5, "Hello.")]
+    assert [s.text for s in clean_segments(raw, audio_seconds=3.0)] == ["Hello."]
+
+
+@pytest.mark.slow
+def test_round_trip_word_error_rate(service: SpeechService, round_trip_clips: list) -> None:
+    errors = words = 0
+    for text, audio in round_trip_clips:
+        transcript = service.recognizer.transcribe(audio)
+        e, n = word_errors(text, transcript.text)
+        errors, words = errors + e, words + n
+        assert transcript.language == "en" and transcript.segments
+    assert words >= 60
+    assert errors / words <= 0.10, f"{errors} errors in {words} words"
+
+
+@pytest.mark.slow
+def test_silence_and_empty_audio_mean_no_speech(service: SpeechService) -> None:
+    for audio in (np.zeros(16000 * 2, np.float32), np.zeros(0, np.float32)):
+        with pytest.raises(NoSpeechError, match="No speech heard"):
+            service.recognizer.transcribe(audio)
+
+
+@pytest.mark.slow
+def test_a_call_does_not_inherit_the_previous_calls_parameters(tiny_en, round_trip_clips: list) -> None:
+    """pywhispercpp keeps params between calls; ours must give the same answer whatever came before."""
+    recognizer = WhisperCppRecognizer(tiny_en, threads=2)
+    text, audio = round_trip_clips[0]
+    first = recognizer.transcribe(audio).text
+    recognizer._model.transcribe(audio, offset_ms=1500, no_timestamps=True, initial_prompt="Zebra.",
+                                 max_tokens=3, print_progress=False)
+    assert recognizer.transcribe(audio).text == first
+
+
+@pytest.mark.slow
+async def test_concurrent_async_calls_are_serialised(service: SpeechService, round_trip_clips: list) -> None:
+    (_, a), (_, b) = round_trip_clips[:2]
+    expected = [service.recognizer.transcribe(x).text for x in (a, b)]
+    results = await asyncio.gather(*(service.recognizer.transcribe_async(x) for x in (a, b, a, b)))
+    assert [r.text for r in results] == expected * 2

@@ -1,0 +1,73 @@
+"""The streaming sentence splitter: boundaries, abbreviations, and independence from chunking."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from assistant.speech.sentences import SentenceSplitter, speakable, split_sentences, stream_sentences
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("Hello there. How are you? I am fine!", ["Hello there.", "How are you?", "I am fine!"]),
+    ("Dr. Smith said e.g. this works. It costs 3.5 dollars.",
+     ["Dr. Smith said e.g. this works.", "It costs 3.5 dollars."]),
+    ("Wait... what? Well... maybe.", ["Wait... what?", "Well... maybe."]),
+    ("It ended... Then we left.", ["It ended...", "Then we left."]),
+    ("Lists:\n1. Buy milk\n2. Eat it", ["Lists:", "1. Buy milk", "2. Eat it"]),
+    ("J. R. R. Tolkien wrote it. He said \"hi.\" Then left.",
+     ["J. R. R. Tolkien wrote it.", "He said \"hi.\"", "Then left."]),
+    ("Version 2.0 is out.\n\nNew paragraph", ["Version 2.0 is out.", "New paragraph"]),
+    ("no punctuation at the end", ["no punctuation at the end"]),
+    ("", []),
+])
+def test_split(text: str, expected: list[str]) -> None:
+    assert split_sentences(text) == expected
+
+
+def test_a_sentence_is_released_as_soon_as_the_next_character_arrives() -> None:
+    splitter = SentenceSplitter()
+    assert splitter.feed("It costs 3.") == []  # may still become 3.5
+    assert splitter.feed("5 dollars.") == []
+    assert splitter.feed(" Next") == ["It costs 3.5 dollars."]
+    assert splitter.flush() == ["Next"]
+    assert splitter.flush() == []
+
+
+def test_a_long_run_without_punctuation_is_cut_at_a_comma() -> None:
+    text = "word " * 30 + ", " + "more " * 80
+    pieces = split_sentences(text)
+    assert len(pieces) >= 2 and all(len(p) <= 300 for p in pieces)
+    assert " ".join(pieces).split() == text.split()
+
+
+def test_speakable_strips_markdown_and_links() -> None:
+    assert speakable("**Bold** and `code`, see https://example.com/x?y=1 now") == "Bold and code, see link now"
+
+
+_words = st.sampled_from(["Hello", "there", "Dr.", "e.g.", "3.5", "it", "ends.", "why?", "wow!", "Then",
+                          "...", "I", "\n", "J.", "Smith", "U.S.", "ok", "\"yes.\"", "1.", "x"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(words=st.lists(_words, max_size=40), cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=12))
+def test_chunking_never_changes_the_sentences_and_loses_no_text(words: list[str], cuts: list[int]) -> None:
+    text = " ".join(words)
+    whole = split_sentences(text)
+    splitter = SentenceSplitter()
+    streamed: list[str] = []
+    points = sorted({c % (len(text) + 1) for c in cuts} | {0, len(text)})
+    for a, b in zip(points, points[1:]):
+        streamed += splitter.feed(text[a:b])
+    streamed += splitter.flush()
+    assert streamed == whole
+    assert " ".join(whole).split() == text.split()
+
+
+async def test_stream_sentences_from_an_async_iterator() -> None:
+    async def deltas():
+        for piece in ["Hi", " there.", " Bye", " now."]:
+            yield piece
+
+    assert [s async for s in stream_sentences(deltas())] == ["Hi there.", "Bye now."]
