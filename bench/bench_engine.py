@@ -132,7 +132,7 @@ async def main() -> None:
                      f"{rate / base_rate:.2f} |")
     engine.close()
     lcpp = llama_cpp(args.tokens)
-    lines += ["", f"- llama.cpp (llama-cpp-python, same GGUF, 2 threads): "
+    lines += ["", "- llama.cpp (llama-cpp-python, same GGUF, 2 threads): "
               + (f"{lcpp:.1f} tok/s; our batch-1 decode is {statistics.median(decode_rates) / lcpp:.2f}x of it"
                  if lcpp else "not installed (pip install llama-cpp-python builds it in ~3 min)"),
               f"- peak RSS: {peak_rss_mb():.0f} MB"]

@@ -13,9 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from assistant.cli import resolve_config, setup_logging
+from assistant.cli import dispatch
 from assistant.config import Config
-from assistant.errors import AssistantError
 
 
 def load_tokenizer(config: Config) -> Any:
@@ -258,16 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.debug)
-    try:
-        config = resolve_config(args.config)
-        return int(args.handler(args, config) or 0)
-    except AssistantError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        return 130
+    return dispatch(build_parser(), argv)
 
 
 def run() -> None:

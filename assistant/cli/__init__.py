@@ -57,8 +57,12 @@ def setup_logging(debug: bool) -> None:
         logging.getLogger(ours).setLevel(logging.DEBUG if debug else logging.INFO)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def dispatch(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
+    """Parse, build the config once, run the handler; every AssistantError becomes one line and an exit code.
+
+    Shared by the `assistant` and `finetune` commands so both edges behave the same.
+    """
+    args = parser.parse_args(argv)
     setup_logging(args.debug)
     try:
         config = resolve_config(args.config)
@@ -68,6 +72,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return dispatch(build_parser(), argv)
 
 
 def run() -> None:

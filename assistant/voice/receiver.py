@@ -21,7 +21,7 @@ from assistant.voice.resample import Downsampler
 from assistant.voice.rtp import is_audio_rtp
 from assistant.voice.transport import TransportCipher
 from assistant.voice.turns import FRAME_SECONDS, Event, UtteranceSegmenter
-from assistant.voice.vad import VAD_RATE, make_vad
+from assistant.voice.vad import make_vad
 
 logger = logging.getLogger(__name__)
 

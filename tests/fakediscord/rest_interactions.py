@@ -193,7 +193,7 @@ async def callback(api: RestApi, req: Request) -> Any:
         if len(data.get("choices") or []) > 25:
             raise form_error("data.choices", "BASE_TYPE_MAX_LENGTH", "Must be 25 or fewer in length.")
     elif ctype not in (CB_DEFERRED_UPDATE, CB_MODAL):
-        raise form_error("type", "BASE_TYPE_CHOICES", f"Value must be one of (4, 5, 6, 7, 8, 9, 12).")
+        raise form_error("type", "BASE_TYPE_CHOICES", "Value must be one of (4, 5, 6, 7, 8, 9, 12).")
     rec.callbacks.append(Callback(time.monotonic(), ctype, data))
     api.world.notify()
     if req.query.get("with_response") in ("true", "True", "1"):

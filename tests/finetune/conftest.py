@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from assistant.config import Config, parse_config
+from assistant.config import Config
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS = REPO / "models"

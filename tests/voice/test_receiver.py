@@ -9,7 +9,6 @@ import struct
 import numpy as np
 import pytest
 
-from assistant.voice.e2ee import DaveReceiver
 from assistant.voice.receiver import SpeechEvent, VoiceReceiver
 from assistant.voice.transport import MODES, TransportCipher
 from assistant.voice.turns import FRAME_SECONDS, Event
