@@ -159,3 +159,21 @@ def test_two_process_ddp_trains_on_both_ranks_and_writes_one_adapter(tmp_path: P
     assert json.loads((out / "adapter" / "finetune.json").read_text())["world_size"] == 2
     events = read_events(out / "events.jsonl")[0]
     assert [e.kind for e in events].count("done") == 1 and [e.kind for e in events].count("start") == 1
+
+
+def test_preference_pairs_train_with_dpo(tmp_path: Path) -> None:
+    """Pairs only -> DPO is chosen by itself; the adapter records the method and a finite loss."""
+    config = make_config(tmp_path / "home")
+    pairs = tmp_path / "pairs.jsonl"
+    rows = [{"prompt": f"What is {i} plus {i}?", "chosen": f"{i} plus {i} is {2 * i}.",
+             "rejected": f"I refuse to do arithmetic about {i}."} for i in range(1, 9)]
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "dpo"
+    proc = run_train(config, "--data", str(pairs), "--out", str(out), "--max-steps", "2", *TINY)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    meta = json.loads((out / "adapter" / "finetune.json").read_text())
+    assert meta["method"] == "dpo"
+    events = read_events(out / "events.jsonl")[0]
+    losses = [e.loss for e in events if e.kind == "step" and e.loss is not None]
+    assert losses and all(loss == loss and abs(loss) < 100 for loss in losses)  # finite, not NaN
+    assert events[-1].kind == "done"
