@@ -35,6 +35,7 @@ FULL_WINDOW_FRAMES = 1500  # whisper's encoder window: 30 s in 20 ms frames
 FRAMES_PER_SECOND = 50
 AUDIO_CTX_MARGIN = 64  # frames (1.28 s) beyond the clip; less than this costs accuracy on short clips
 AUDIO_CTX_MIN = 128  # below ~2.5 s of context whisper starts to drop words
+TOKENS_PER_SECOND_CAP = 10
 SILENCE_PEAK = 1e-3  # peak amplitude under which a clip is treated as silence without running the model
 # whisper's way of saying "nothing here": [BLANK_AUDIO], (silence), [Music], * sighs * ...
 NON_SPEECH = re.compile(r"^\s*([\[(*♪].*?[\])*♪]\s*)*$")
@@ -85,14 +86,41 @@ def audio_ctx_for(seconds: float, *, margin: int = AUDIO_CTX_MARGIN) -> int:
     return max(AUDIO_CTX_MIN, frames)
 
 
-def whisper_params(*, language: str, threads: int, audio_ctx: int) -> dict[str, Any]:
-    """Every decoding parameter we rely on, passed on every call (pywhispercpp keeps them otherwise)."""
+def max_tokens_for(seconds: float) -> int:
+    """A cap far above real speech (~5 tokens/s) that stops a repetition loop from running for seconds."""
+    return math.ceil(seconds * TOKENS_PER_SECOND_CAP) + 16
+
+
+def remove_repeats(text: str) -> str:
+    """Drop sentences that repeat the previous one word for word, and a cut-off repeat at the end.
+
+    Both are whisper hallucinations on a tight window ("X. X. X" for a clip that says "X.").
+    """
+    from assistant.speech.sentences import split_sentences
+
+    kept: list[str] = []
+    for sentence in split_sentences(text):
+        if kept and len(sentence.split()) >= 2 and sentence == kept[-1]:
+            continue
+        kept.append(sentence)
+    if len(kept) >= 2 and not kept[-1].endswith((".", "!", "?")) and kept[-2].startswith(kept[-1]):
+        kept.pop()
+    return " ".join(kept)
+
+
+def whisper_params(*, language: str, threads: int, audio_ctx: int, max_tokens: int = 0) -> dict[str, Any]:
+    """Every decoding parameter we rely on, passed on every call (pywhispercpp keeps them otherwise).
+
+    A clip-sized window holds the whole clip, so it is decoded as one segment: otherwise
+    whisper.cpp seeks past the first segment into the padding and decodes again, which
+    repeats the sentence and sometimes loops to the token limit (seconds wasted).
+    """
     return {
         "language": language, "detect_language": False, "translate": False,
         "n_threads": threads, "audio_ctx": audio_ctx,
-        "no_context": True, "single_segment": False, "no_timestamps": False, "token_timestamps": False,
+        "no_context": True, "single_segment": audio_ctx != 0, "no_timestamps": False, "token_timestamps": False,
         "temperature": 0.0, "temperature_inc": 0.2, "suppress_blank": True, "suppress_nst": True,
-        "initial_prompt": "", "offset_ms": 0, "duration_ms": 0, "max_len": 0, "max_tokens": 0,
+        "initial_prompt": "", "offset_ms": 0, "duration_ms": 0, "max_len": 0, "max_tokens": max_tokens,
         "print_progress": False, "print_realtime": False, "print_timestamps": False, "print_special": False,
     }
 
@@ -102,16 +130,18 @@ def is_silent(audio: np.ndarray) -> bool:
 
 
 def clean_segments(raw: list[tuple[float, float, str]], audio_seconds: float) -> tuple[Segment, ...]:
-    """Drop non-speech markers and segments that start after the audio ends.
+    """Drop non-speech markers and the hallucinations a shortened window invites.
 
-    With a shortened `audio_ctx` the window reaches past the clip's end into padding, and
-    whisper sometimes "hears" a repeat of the last word there; real speech cannot start
-    after the last sample.
+    With a clip-sized `audio_ctx` the window ends in padding, and whisper (base more than
+    tiny) sometimes "hears" the last sentence again there: a segment starting after the
+    audio ends, or of zero length, or repeating the previous segment word for word.
     """
-    kept = []
+    kept: list[Segment] = []
     for start, end, text in raw:
         text = text.strip()
-        if not text or NON_SPEECH.match(text) or start >= audio_seconds - 0.05:
+        if not text or NON_SPEECH.match(text) or start >= audio_seconds - 0.05 or end <= start:
+            continue
+        if kept and text == kept[-1].text and len(text.split()) >= 2:
             continue
         kept.append(Segment(round(start, 2), round(min(end, audio_seconds), 2), text))
     return tuple(kept)
@@ -156,15 +186,16 @@ class WhisperCppRecognizer:
         if is_silent(audio):
             raise NoSpeechError("No speech heard: the audio is silent. Speak closer to the microphone and try again.")
         lang = self._language_for(language)
-        params = whisper_params(language=lang, threads=self.threads,
-                                audio_ctx=audio_ctx_for(seconds, margin=self.audio_ctx_margin))
+        audio_ctx = audio_ctx_for(seconds, margin=self.audio_ctx_margin)
+        params = whisper_params(language=lang, threads=self.threads, audio_ctx=audio_ctx,
+                                max_tokens=max_tokens_for(seconds) if audio_ctx else 0)
         with self._lock:
             started = time.perf_counter()
             raw = self._model.transcribe(audio, **params)
             elapsed = time.perf_counter() - started
             detected = self._pw.whisper_lang_str(self._pw.whisper_full_lang_id(self._model._ctx)) \
                 if self.multilingual else "en"
-        segments = clean_segments([(s.t0 / 100, s.t1 / 100, s.text) for s in raw], seconds)
+        segments = clean_segments([(s.t0 / 100, s.t1 / 100, remove_repeats(s.text)) for s in raw], seconds)
         if not segments:
             raise NoSpeechError("No speech heard in the audio; speak clearly and try again.")
         text = " ".join(s.text for s in segments)

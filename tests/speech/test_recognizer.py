@@ -9,7 +9,7 @@ import pytest
 
 from assistant.errors import NoSpeechError
 from assistant.speech.recognizer import (AUDIO_CTX_MIN, WhisperCppRecognizer, audio_ctx_for, clean_segments,
-                                         whisper_params)
+                                         max_tokens_for, remove_repeats, whisper_params)
 from assistant.speech.service import SpeechService
 from assistant.speech.wer import word_errors
 
@@ -23,6 +23,14 @@ def test_audio_ctx_covers_the_clip_with_margin() -> None:
         assert audio_ctx_for(seconds) >= seconds * 50
 
 
+def test_repeats_from_a_tight_window_are_removed() -> None:
+    line = "I would like a cup of coffee."
+    assert remove_repeats(f"{line} {line} {line} I would like") == line
+    assert remove_repeats("Yes. Yes. No.") == "Yes. Yes. No."  # one-word repeats may be real
+    assert remove_repeats("Go left. Then go right.") == "Go left. Then go right."
+    assert max_tokens_for(3.0) >= 3.0 * 5 * 2
+
+
 def test_every_call_sets_every_parameter_we_rely_on() -> None:
     params = whisper_params(language="en", threads=2, audio_ctx=200)
     for key in ("language", "audio_ctx", "n_threads", "temperature", "no_context", "single_segment",
@@ -33,6 +41,11 @@ def test_every_call_sets_every_parameter_we_rely_on() -> None:
 def test_clean_segments_drops_markers_and_speech_after_the_end() -> None:
     raw = [(0.0, 1.0, " Hello."), (1.0, 2.0, "[BLANK_AUDIO]"), (2.0, 2.9, " (music) "), (3.0, 3.5, "Hello.")]
     assert [s.text for s in clean_segments(raw, audio_seconds=3.0)] == ["Hello."]
+    # base repeating the last sentence into the padding (seen on the round-trip set)
+    line = "I would like a cup of coffee with milk and no sugar."
+    raw = [(0.0, 2.5, line), (2.5, 2.5, line), (2.5, 2.65, line)]
+    assert [s.text for s in clean_segments(raw, audio_seconds=2.66)] == [line]
+    assert [s.text for s in clean_segments([(0, 1, "Yes."), (1, 2, "Yes.")], 2.0)] == ["Yes.", "Yes."]
 
 
 @pytest.mark.slow
