@@ -24,7 +24,7 @@ from assistant.config import load_config
 from assistant.speech.provision import whisper_file
 from assistant.speech.recognizer import WhisperCppRecognizer, clean_segments
 from assistant.speech.service import SpeechService
-from assistant.speech.wer import word_errors
+from assistant.speech.wer import ROUND_TRIP_SENTENCES, word_errors
 from bench.common import write_results
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,14 +33,7 @@ UTTERANCES = {
     "10 s": ("Yesterday I walked to the old market by the river, bought fresh bread and apples, "
              "and then met my friend for a long talk about the summer holidays and our plans for the next year."),
 }
-ROUND_TRIP = [
-    "The weather is lovely today, so let's go for a walk.",
-    "Please remind me to call my sister tomorrow morning.",
-    "How many people live in the largest city in the country?",
-    "I would like a cup of coffee with milk and no sugar.",
-    "Turn off the lights in the kitchen and lock the front door.",
-    "Can you tell me a short story about a brave little dog?",
-]
+ROUND_TRIP = list(ROUND_TRIP_SENTENCES)
 
 
 def timed(fn, runs: int) -> tuple[float, object]:

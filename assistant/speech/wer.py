@@ -11,6 +11,16 @@ import unicodedata
 
 _PUNCT = re.compile(r"[^\w\s']")
 
+# A short, varied script for round-trip checks (Piper speaks it, whisper must hear it back).
+ROUND_TRIP_SENTENCES = (
+    "The weather is lovely today, so let's go for a walk.",
+    "Please remind me to call my sister tomorrow morning.",
+    "How many people live in the largest city in the country?",
+    "I would like a cup of coffee with milk and no sugar.",
+    "Turn off the lights in the kitchen and lock the front door.",
+    "Can you tell me a short story about a brave little dog?",
+)
+
 
 def normalize(text: str) -> list[str]:
     """Lower-case words without punctuation; apostrophes dropped, hyphens split words."""

@@ -16,15 +16,9 @@ from assistant.config import Config
 from assistant.speech.provision import (is_voice_ready, is_whisper_ready, provision_voice, provision_whisper,
                                         whisper_file)
 from assistant.speech.service import SpeechService
+from assistant.speech.wer import ROUND_TRIP_SENTENCES
 
-ROUND_TRIP = [
-    "The weather is lovely today, so let's go for a walk.",
-    "Please remind me to call my sister tomorrow morning.",
-    "How many people live in the largest city in the country?",
-    "I would like a cup of coffee with milk and no sugar.",
-    "Turn off the lights in the kitchen and lock the front door.",
-    "Can you tell me a short story about a brave little dog?",
-]
+ROUND_TRIP = list(ROUND_TRIP_SENTENCES)
 
 
 @pytest.fixture(scope="session")
