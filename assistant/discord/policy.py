@@ -6,6 +6,7 @@ objects, so each rule is unit-tested exhaustively without a Discord connection.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections import OrderedDict, deque
@@ -146,6 +147,65 @@ class EditThrottle:
         wait = self.delay(channel_id, now)
         self.record(channel_id, now + wait)
         return wait
+
+    def confirm(self, channel_id: int, booked: float, done: float | None = None) -> None:
+        """Move a booked slot to when the write really finished (late writes push later ones back).
+
+        Pacing from completion times keeps the server-side spacing even when the event loop
+        or the network delayed a write past its slot.
+        """
+        done = time.monotonic() if done is None else done
+        stamps = self._stamps.get(channel_id)
+        if not stamps or done <= booked:
+            return
+        for i, stamp in enumerate(stamps):
+            if stamp == booked:
+                stamps[i] = done
+                break
+        ordered = sorted(stamps)
+        stamps.clear()
+        stamps.extend(ordered)
+
+    def pace(self, channel_id: int) -> "_Slot":
+        """`async with throttle.pace(channel): await write()` — wait for a slot, confirm after."""
+        return _Slot(self, channel_id)
+
+
+class _Slot:
+    def __init__(self, throttle: EditThrottle, channel_id: int) -> None:
+        self.throttle = throttle
+        self.channel_id = channel_id
+        self.booked = 0.0
+
+    async def __aenter__(self) -> None:
+        now = time.monotonic()
+        wait = self.throttle.reserve(self.channel_id, now)
+        self.booked = now + wait
+        await asyncio.sleep(wait)
+
+    async def __aexit__(self, *_: object) -> None:
+        self.throttle.confirm(self.channel_id, self.booked)
+
+
+class TypingPacer:
+    """One "typing…" request per channel per `every` seconds, however many answers are pending there."""
+
+    def __init__(self, every: float = 8.0, *, max_channels: int = 4096) -> None:
+        self.every = every
+        self.max_channels = max_channels
+        self._last: OrderedDict[int, float] = OrderedDict()
+
+    def due(self, channel_id: int, now: float | None = None) -> bool:
+        """True (and remembered) when this channel's indicator needs refreshing now."""
+        now = time.monotonic() if now is None else now
+        last = self._last.get(channel_id)
+        if last is not None and now - last < self.every:
+            return False
+        self._last[channel_id] = now
+        self._last.move_to_end(channel_id)
+        while len(self._last) > self.max_channels:
+            self._last.popitem(last=False)
+        return True
 
 
 class RateLimiter:

@@ -17,13 +17,12 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 
 import nextcord
 
-from assistant.discord.policy import EditThrottle, plan_updates
+from assistant.discord.policy import EditThrottle, TypingPacer, plan_updates
 from assistant.errors import AssistantError
 
 logger = logging.getLogger(__name__)
 
 CURSOR = " ▌"  # shown at the end of a reply while it is still being written
-TYPING_EVERY_S = 8.0  # Discord shows "typing" for ~10 s per request
 EMPTY_ANSWER = "(I have no answer to that.)"
 
 
@@ -36,15 +35,16 @@ class StreamResult:
     done: float | None = None
 
 
-async def keep_typing(channel: Any) -> None:
-    """Show "typing…" until cancelled."""
+async def keep_typing(channel: Any, pacer: TypingPacer) -> None:
+    """Show "typing…" until cancelled (shared per channel: a busy channel gets one request per period)."""
     with contextlib.suppress(nextcord.HTTPException, AttributeError):
         while True:
-            await channel.trigger_typing()
-            await asyncio.sleep(TYPING_EVERY_S)
+            if pacer.due(channel.id):
+                await channel.trigger_typing()
+            await asyncio.sleep(pacer.every / 4)
 
 
-async def stream_reply(channel: Any, deltas: AsyncIterator[str], *, throttle: EditThrottle,
+async def stream_reply(channel: Any, deltas: AsyncIterator[str], *, throttle: EditThrottle, typing: TypingPacer,
                        reference: Any = None, on_delta: Callable[[str], Awaitable[None] | None] | None = None,
                        on_complete: Callable[[str, Any], Awaitable[None]] | None = None) -> StreamResult:
     """Show the streamed answer in `channel` (replying to `reference`) and return what was shown.
@@ -75,7 +75,7 @@ async def stream_reply(channel: Any, deltas: AsyncIterator[str], *, throttle: Ed
             finished.set()
             changed.set()
 
-    typing = asyncio.create_task(keep_typing(channel))
+    typist = asyncio.create_task(keep_typing(channel, typing))
     producer = asyncio.create_task(consume())
     shown: list[str] = []
     completed = False
@@ -91,18 +91,18 @@ async def stream_reply(channel: Any, deltas: AsyncIterator[str], *, throttle: Ed
                 completed = True
                 await on_complete(text, result.messages[0])
             for index, content in plan_updates(shown, text, cursor="" if is_done else CURSOR):
-                await asyncio.sleep(throttle.reserve(channel.id))
-                if index < len(result.messages):
-                    await result.messages[index].edit(content=content)
-                    shown[index] = content
-                else:
-                    first = not result.messages
-                    sent = await channel.send(content=content, reference=reference if first else None,
-                                              mention_author=False) if first and reference is not None \
-                        else await channel.send(content=content)
-                    result.messages.append(sent)
-                    shown.append(content)
-                    typing.cancel()
+                async with throttle.pace(channel.id):
+                    if index < len(result.messages):
+                        await result.messages[index].edit(content=content)
+                        shown[index] = content
+                        continue
+                    if not result.messages and reference is not None:
+                        sent = await channel.send(content=content, reference=reference, mention_author=False)
+                    else:
+                        sent = await channel.send(content=content)
+                result.messages.append(sent)
+                shown.append(content)
+                typist.cancel()
             if is_done and not plan_updates(shown, text):
                 if on_complete is not None and result.messages and not completed:
                     completed = True
@@ -112,7 +112,7 @@ async def stream_reply(channel: Any, deltas: AsyncIterator[str], *, throttle: Ed
                 # Let more text arrive before the next write: pacing happens in the throttle.
                 await asyncio.sleep(0)
     finally:
-        typing.cancel()
+        typist.cancel()
         if not producer.done():
             producer.cancel()
         with contextlib.suppress(asyncio.CancelledError):

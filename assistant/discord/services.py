@@ -15,7 +15,7 @@ import aiohttp
 
 from assistant.config import Config
 from assistant.discord.latency import LatencyLog
-from assistant.discord.policy import EditThrottle, RateLimiter, is_admin
+from assistant.discord.policy import EditThrottle, RateLimiter, TypingPacer, is_admin
 from assistant.errors import AdapterError, NotAllowedError
 from assistant.llm.base import ChatBackend
 from assistant.store import Store
@@ -89,6 +89,7 @@ class BotServices:
     latency: LatencyLog = field(default_factory=LatencyLog)
     throttle: EditThrottle = field(init=False)
     limiter: RateLimiter = field(init=False)
+    typing: TypingPacer = field(default_factory=TypingPacer)
 
     def __post_init__(self) -> None:
         self.throttle = EditThrottle(self.config.discord.edit_interval_s)

@@ -11,6 +11,7 @@ from assistant.discord.policy import (
     EditThrottle,
     Incoming,
     RateLimiter,
+    TypingPacer,
     correction_text,
     is_admin,
     plan_updates,
@@ -150,3 +151,19 @@ def test_to_turns_skips_bots_commands_corrections_and_merges():
             Said(False, False, "correct: Hello there"), Said(False, False, "   ")]
     assert to_turns(said, command_prefix="!") == [
         {"role": "user", "content": "hello\nanyone?"}, {"role": "assistant", "content": "Hi there"}]
+
+
+def test_typing_pacer_one_request_per_period_per_channel():
+    pacer = TypingPacer(8.0, max_channels=3)
+    assert pacer.due(1, 0.0) and not pacer.due(1, 7.9) and pacer.due(1, 8.0)
+    assert pacer.due(2, 1.0)
+    for channel in range(10):
+        pacer.due(channel, 20.0)
+    assert len(pacer._last) == 3
+
+
+def test_late_writes_push_the_next_slot_back():
+    throttle = EditThrottle(1.0)
+    booked = throttle.reserve(3, 10.0) + 10.0
+    throttle.confirm(3, booked, 10.7)  # the write finished late
+    assert throttle.delay(3, 11.0) == pytest.approx(0.7)

@@ -150,7 +150,7 @@ class Chat(commands.Cog):
                 services.store.record_turn, conversation_key(message.channel), prompt=question, reply=text,
                 user_id=str(message.author.id), prompt_external_id=str(message.id), reply_external_id=str(first.id))
 
-        result = await replies.stream_reply(message.channel, deltas, throttle=services.throttle,
+        result = await replies.stream_reply(message.channel, deltas, throttle=services.throttle, typing=services.typing,
                                             reference=message, on_complete=record,
                                             on_delta=speaker.feed if speaker is not None else None)
         timing.first_token, timing.done, timing.tokens = result.first_token, result.done, result.deltas

@@ -116,10 +116,10 @@ class Training(commands.Cog):
         await self._edit(message, **kwargs)
 
     async def _edit(self, message: Any, **kwargs: Any) -> None:
-        await asyncio.sleep(self.services.throttle.reserve(message.channel.id if getattr(message, "channel", None)
-                                                           else 0))
+        channel = getattr(message, "channel", None)
         try:
-            await message.edit(**kwargs)
+            async with self.services.throttle.pace(channel.id if channel is not None else 0):
+                await message.edit(**kwargs)
         except nextcord.HTTPException as exc:
             logger.warning("Could not update the training message: %s", exc)
 

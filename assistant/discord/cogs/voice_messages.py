@@ -89,10 +89,10 @@ class VoiceMessages(commands.Cog):
         file = nextcord.File(io.BytesIO(data), filename=VOICE_FILE)
         form = [{"name": "files[0]", "value": file.fp, "filename": VOICE_FILE, "content_type": "audio/ogg"},
                 {"name": "payload_json", "value": json.dumps(payload)}]
-        await asyncio.sleep(self.services.throttle.reserve(channel.id))
         route = Route("POST", "/channels/{channel_id}/messages", channel_id=channel.id)
         try:
-            return await self.bot.http.request(route, form=form, files=[file])
+            async with self.services.throttle.pace(channel.id):
+                return await self.bot.http.request(route, form=form, files=[file])
         finally:
             file.close()
 
