@@ -1,0 +1,77 @@
+"""Voice end to end: a Piper-made voice message answered in text and as a voice message, and
+an answer spoken in a voice channel, received by the fake server and transcribed back."""
+
+from __future__ import annotations
+
+import pytest
+
+from assistant.audio import resample, voice_message
+from assistant.speech.service import SpeechService
+from tests.discord.conftest import bot_config, running_bot
+from tests.fakediscord import FakeDiscord
+
+pytestmark = [pytest.mark.slow]
+
+CURSOR = "▌"
+
+
+def words(text: str) -> set[str]:
+    return {w.strip(".,!?;:'\"").lower() for w in text.split() if w.strip(".,!?;:'\"")}
+
+
+async def test_voice_message_is_transcribed_and_answered_with_voice(tmp_path, repo_config, backend):
+    speech = SpeechService(repo_config.speech, repo_config.storage)
+    spoken = await speech.synthesize("What is the capital of France?")
+    vm = voice_message(spoken.samples, spoken.rate)
+    async with FakeDiscord() as server:
+        config = bot_config(tmp_path, repo_config, server, model={"max_new_tokens": 16})
+        async with running_bot(server, config, backend) as bot:
+            dm = server.dm_channel(server.bob)
+            asked = server.send_voice_message(dm, server.bob, vm.data, vm.duration_s)
+            text = await server.wait_for_bot_message(
+                dm, lambda m: m.content and not m.content.endswith(CURSOR), after=asked, timeout=120)
+            voice = await server.wait_for_bot_message(dm, lambda m: m.is_voice_message, after=asked, timeout=120)
+            turn = bot.services.store.turn_for_reply(str(text.id))
+            assert turn is not None and "capital of france" in turn.prompt.lower()
+            assert int(voice.reference["message_id"]) == asked.id
+            attachment = voice.attachments[0]
+            assert attachment.filename.endswith(".ogg") and attachment.duration_secs and attachment.waveform
+            heard = await speech.transcribe(attachment.data)
+            assert len(words(heard.text) & words(text.content)) >= max(1, len(words(text.content)) // 2)
+            timing = bot.services.latency.turns[-1]
+            assert timing.kind == "voice" and timing.recognised is not None and timing.first_audio is not None
+
+
+async def test_non_audio_and_oversized_attachments_are_refused_before_download(tmp_path, repo_config, backend):
+    async with FakeDiscord() as server:
+        config = bot_config(tmp_path, repo_config, server, security={"max_attachment_bytes": 2048})
+        async with running_bot(server, config, backend):
+            dm = server.dm_channel(server.bob)
+            big = server.upload("long.ogg", b"\0" * 4096, "audio/ogg", channel=dm)
+            asked = server.send_message(dm, server.bob, attachments=[big])
+            reply = await server.wait_for_bot_message(dm, after=asked, timeout=60)
+            assert "limit" in reply.content
+            assert not server.requests("CDN")  # refused from the declared size: never downloaded
+
+
+async def test_answer_is_spoken_in_the_voice_channel(tmp_path, repo_config, backend):
+    async with FakeDiscord() as server:
+        config = bot_config(tmp_path, repo_config, server, model={"max_new_tokens": 20})
+        async with running_bot(server, config, backend):
+            server.join_voice(server.bob)
+            joined = server.send_message(server.general, server.bob, "!join")
+            ack = await server.wait_for_bot_message(server.general, after=joined, timeout=60)
+            assert "Joined" in ack.content, ack.content
+            await server.wait_for_bot_voice(timeout=30)
+            asked = server.send_message(server.general, server.bob, f"<@{server.bot.id}> Say hello to me.")
+            reply = await server.wait_for_bot_message(
+                server.general, lambda m: m.reference and int(m.reference["message_id"]) == asked.id
+                and not m.content.endswith(CURSOR), timeout=120)
+            capture = await server.wait_for_voice_audio(min_seconds=0.5, quiet=1.0, timeout=120)
+            speech = SpeechService(repo_config.speech, repo_config.storage)
+            heard = await speech.transcribe(resample(capture.mono(), 48_000, 16_000))
+            assert len(words(heard.text) & words(reply.content)) >= max(1, len(words(reply.content)) // 3), \
+                (heard.text, reply.content)
+            left = server.send_message(server.general, server.bob, "!leave")
+            assert "Left" in (await server.wait_for_bot_message(server.general, after=left, timeout=30)).content
+
