@@ -43,7 +43,9 @@ def dataset_name_for(filename: str, taken: set[str]) -> str:
 
 
 def activate_view(adapter: str) -> nextcord.ui.View:
-    view = nextcord.ui.View(timeout=None)
+    """A button handled by `Training.on_interaction` from its custom_id (so it works after a restart),
+    never by nextcord's view store, which would acknowledge the click a second time."""
+    view = nextcord.ui.View(timeout=None, prevent_update=False)
     view.add_item(nextcord.ui.Button(label=f"Activate {adapter}"[:80], style=nextcord.ButtonStyle.primary,
                                      custom_id=f"{ACTIVATE_PREFIX}{adapter}"[:100]))
     return view
