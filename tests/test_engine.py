@@ -133,3 +133,22 @@ async def test_adapters_swap_without_reload_and_mix_in_one_batch(models_dir: Pat
             await eng.load_adapter("broken", str(tmp_path / "nowhere"))
     finally:
         eng.close()
+
+
+def test_a_caller_whose_event_loop_closes_mid_answer_does_not_kill_the_engine(engine: TransformersEngine) -> None:
+    """A bot test or a client that shuts its loop down while a reply is generating."""
+
+    async def start_and_abandon() -> None:
+        stream = engine.stream(ask("Count from one to one hundred."), GenerationOptions(max_new_tokens=60))
+        await stream.__anext__()  # generation is running now
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(start_and_abandon())
+    loop.close()  # the request is still in the batch; its deliveries now fail
+
+    async def still_serving() -> str:
+        return await asyncio.wait_for(
+            engine.complete(ask("What is the capital of France?"), GenerationOptions(max_new_tokens=12)), 120)
+
+    assert "Paris" in asyncio.run(still_serving())
+    assert engine._thread.is_alive()

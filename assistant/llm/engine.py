@@ -83,7 +83,10 @@ class TransformersEngine(ChatBackend):
         events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
 
         def deliver(kind: str, payload: Any) -> None:
-            loop.call_soon_threadsafe(events.put_nowait, (kind, payload))
+            try:
+                loop.call_soon_threadsafe(events.put_nowait, (kind, payload))
+            except RuntimeError:  # the caller's event loop is gone: nobody is listening any more
+                request.cancelled = True
 
         request = _Request(prompt=self._encode(messages), options=options,
                            adapter=self._adapter_for(options), deliver=deliver)
