@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.slow]
 async def test_mention_gets_streamed_answer(tmp_path, repo_config, backend):
     async with FakeDiscord() as server:
         config = bot_config(tmp_path, repo_config, server, model={"max_new_tokens": 60})
-        async with running_bot(server, config, backend) as bot:
+        async with running_bot(server, config, backend):
             asked = server.send_message(server.general, server.bob, f"<@{server.bot.id}> Tell me about the sea.")
             reply = await server.wait_for_bot_message(server.general, timeout=60)
             await server.wait_until(lambda: not reply.content.endswith("▌"), timeout=180, what="the answer")
