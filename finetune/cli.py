@@ -70,9 +70,56 @@ def cmd_datasets(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_train(args: argparse.Namespace, config: Config) -> int:
-    from finetune.train import handle
+    """Train through the job runner, the very path the bot's `train` takes, and follow it here.
 
-    return handle(args, config)
+    The job is persisted and queued like any other (one per device); Ctrl-C cancels it.
+    """
+    from finetune.jobs import JobRunner, JobSpec
+
+    data = [str(Path(d).resolve()) if Path(d).exists() else d for d in args.data]
+    spec = JobSpec(data=data, out=str(args.out.resolve()), max_steps=args.max_steps, epochs=args.epochs,
+                   method=args.method, overrides=list(args.set), resume=args.resume, format=args.format)
+    with open_store(config) as store:
+        runner = JobRunner(config, store)
+        job_id = runner.submit(spec)
+        print(f"job {job_id}: training into {spec.out} (log: {Path(spec.out) / 'train.log'})", flush=True)
+        try:
+            return _follow_with_bar(runner, job_id, bar=not args.no_progress)
+        except KeyboardInterrupt:
+            print(f"job {job_id}: {runner.cancel(job_id).state}", flush=True)
+            return 130
+
+
+def _follow_with_bar(runner: Any, job_id: str, *, bar: bool) -> int:
+    from tqdm import tqdm
+
+    from finetune.events import format_progress
+
+    async def follow() -> str:
+        state, progress = "failed", None
+        async for event in runner.watch(job_id):
+            if event.kind == "step":
+                if not bar:
+                    print(format_progress(event), flush=True)
+                    continue
+                if progress is None:
+                    progress = tqdm(total=event.total_steps or None, unit="step", desc="training")
+                progress.n = event.step
+                progress.set_postfix(loss=f"{event.loss:.3f}" if event.loss is not None else "?",
+                                     tok_s=f"{event.tokens_per_s:.0f}" if event.tokens_per_s else "?")
+            elif event.kind in ("error", "done") and event.message:
+                print(event.message, flush=True)
+            elif event.kind == "state":
+                state = event.message
+        if progress is not None:
+            progress.close()
+        job = runner.status(job_id)
+        print(f"job {job_id}: {state}" + (f" ({job.error})" if job.error else ""), flush=True)
+        if state == "succeeded":
+            print(f"adapter: {Path(job.out_dir) / 'adapter'}", flush=True)
+        return state
+
+    return 0 if asyncio.run(follow()) == "succeeded" else 1
 
 
 def cmd_eval(args: argparse.Namespace, config: Config) -> int:

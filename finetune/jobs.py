@@ -53,6 +53,8 @@ class JobSpec:
     method: str = "auto"
     overrides: list[str] = field(default_factory=list)
     resume: bool = False
+    out: str | None = None  # an explicit run folder (the terminal's --out); default runs_dir/name
+    format: str = "auto"
 
 
 def train_command(config: Config, spec: JobSpec, out: Path, python: str = sys.executable) -> list[str]:
@@ -67,6 +69,8 @@ def train_command(config: Config, spec: JobSpec, out: Path, python: str = sys.ex
         cmd += ["--epochs", str(spec.epochs)]
     if spec.resume:
         cmd.append("--resume")
+    if spec.format != "auto":
+        cmd += ["--format", spec.format]
     for item in spec.overrides:
         cmd += ["--set", item]
     return cmd
@@ -115,12 +119,15 @@ class JobRunner:
         if not spec.data:
             raise TrainingError("A training job needs at least one dataset; pass a file or a dataset name.")
         job_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
-        name = spec.name or f"job-{job_id}"
-        if not NAME_RE.match(name) or ".." in name:
-            raise TrainingError(f"Invalid run name {name!r}: use letters, digits, '.', '_' or '-'.")
-        out = self.config.storage.runs_dir / name
-        if out.exists() and not spec.resume:
-            raise TrainingError(f"A run named {name!r} already exists; choose another name.")
+        if spec.out:
+            out = Path(spec.out).resolve()  # chosen by a terminal user, not typed into Discord
+        else:
+            name = spec.name or f"job-{job_id}"
+            if not NAME_RE.match(name) or ".." in name:
+                raise TrainingError(f"Invalid run name {name!r}: use letters, digits, '.', '_' or '-'.")
+            out = self.config.storage.runs_dir / name
+        if out.exists() and any(out.iterdir()) and not spec.resume:
+            raise TrainingError(f"The run folder {out} already exists; choose another, or pass --resume.")
         self.store.create_job(job_id, kind="train", spec=asdict(spec), device=self.device, out_dir=str(out))
         logger.info("Queued job %s -> %s", job_id, out)
         self._kick()

@@ -217,15 +217,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def handle(args: argparse.Namespace, config: Config) -> int:
-    """`finetune train` from finetune.cli (config already resolved)."""
-    run_training(config, args)
-    return 0
-
-
 if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["make_parser", "run_training", "main", "handle", "last_checkpoint", "resolve_data",
+__all__ = ["make_parser", "run_training", "main", "last_checkpoint", "resolve_data",
            "finetune_settings", "base_model_identity"]

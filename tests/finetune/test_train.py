@@ -177,3 +177,23 @@ def test_preference_pairs_train_with_dpo(tmp_path: Path) -> None:
     losses = [e.loss for e in events if e.kind == "step" and e.loss is not None]
     assert losses and all(loss == loss and abs(loss) < 100 for loss in losses)  # finite, not NaN
     assert events[-1].kind == "done"
+
+
+def test_terminal_train_goes_through_the_job_runner(tmp_path: Path) -> None:
+    """`finetune train` is the same persisted, queued job the bot starts, followed in the terminal."""
+    from assistant.store import Store
+    from tests.conftest import run_cli
+
+    config = make_config(tmp_path / "home")
+    data = fact_data.write(tmp_path / "fact.jsonl")
+    out = tmp_path / "terminal-run"
+    result = run_cli("--config", str(config.source), "train", "--data", str(data), "--out", str(out),
+                     "--max-steps", "2", *TINY, module="finetune", timeout=500)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "succeeded" in result.stdout and (out / "adapter" / "adapter_config.json").is_file()
+    with Store.open(config.storage.database) as store:
+        jobs = store.jobs()
+    assert [(j.state, Path(j.out_dir)) for j in jobs] == [("succeeded", out.resolve())]
+    again = run_cli("--config", str(config.source), "train", "--data", str(data), "--out", str(out),
+                    "--max-steps", "2", *TINY, module="finetune")
+    assert again.returncode != 0 and "--resume" in again.stderr
