@@ -19,6 +19,7 @@ from assistant.discord.policy import EditThrottle, RateLimiter, TypingPacer, is_
 from assistant.errors import AdapterError, NotAllowedError
 from assistant.llm.base import ChatBackend
 from assistant.store import Store
+from assistant.voice.latency import VoiceLatencyLog
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +88,7 @@ class BotServices:
     speech: Any = None  # assistant.speech SpeechService, when speech is available
     session: aiohttp.ClientSession | None = None
     latency: LatencyLog = field(default_factory=LatencyLog)
+    voice_latency: VoiceLatencyLog = field(default_factory=VoiceLatencyLog)  # live voice turns (all guilds)
     throttle: EditThrottle = field(init=False)
     limiter: RateLimiter = field(init=False)
     typing: TypingPacer = field(default_factory=TypingPacer)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+RESTART_BEHIND = 1000  # packets (20 s): a sequence this far behind starts a new stream
 MAX_CONCEALED = 5  # longer gaps are a pause or an outage, not loss worth inventing audio for
 
 
@@ -37,13 +38,15 @@ class JitterBuffer:
         """Store a packet; returns what is now ready in order (None = one concealable lost frame)."""
         self.stats.received += 1
         distance = 0 if self._next is None else seq_distance(self._next, sequence)
+        if distance <= -RESTART_BEHIND:  # 20 s behind is no late packet: the sender restarted its stream
+            distance = self.capacity
         if distance < 0:
             self.stats.late += 1
             return []
         if sequence in self._held:
             self.stats.duplicates += 1
             return []
-        if distance >= self.capacity:  # a jump far ahead (a new stream after a reset): restart there
+        if distance >= self.capacity:  # a jump far away (a new stream after a reset): restart there
             out = self.flush()
             self._next = None
             self._held[sequence] = payload

@@ -33,6 +33,7 @@ from .models import (
 from .ratelimit import Injection, Violation
 from .rest import RequestRecord
 from .server import FakeDiscord
+from .voice import Impairment, SpokenClip
 from .voice_rtp import VoiceCapture, VoicePacket
 
 __all__ = [
@@ -41,12 +42,14 @@ __all__ = [
     "Channel",
     "Command",
     "FakeDiscord",
+    "Impairment",
     "Injection",
     "InteractionRecord",
     "Message",
     "RequestRecord",
     "Revision",
     "Role",
+    "SpokenClip",
     "User",
     "Violation",
     "VoiceCapture",

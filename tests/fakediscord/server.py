@@ -28,7 +28,7 @@ from .ratelimit import Injection, RateLimiter
 from .rest import RequestRecord, RestApi, Router
 from .state import ChannelRef, UserRef, World
 from .tls import TlsMaterial, tls_material, trust_in_process
-from .voice import VoiceConnection, VoiceGateway
+from .voice import Impairment, VoiceConnection, VoiceGateway
 from .voice_rtp import VoiceCapture, VoiceUdp, udp_socket
 
 log = logging.getLogger("fakediscord")
@@ -284,10 +284,13 @@ class FakeDiscord(ChatControls):
 
         return await self.world.wait_until(check, timeout, "audio from the bot")
 
-    def speak(self, user: UserRef, pcm: np.ndarray, *, realtime: bool = True) -> asyncio.Task[None]:
+    def speak(self, user: UserRef, pcm: np.ndarray, *, realtime: bool = True,
+              impairment: Impairment | None = None) -> asyncio.Task[None]:
         """``user`` talks in the bot's voice channel: 48 kHz int16 PCM is Opus-encoded,
-        encrypted with the bot's key and sent to its UDP socket, as Discord relays it."""
-        return self.voice.speak(self.world.find_user(user).id, pcm, realtime=realtime)
+        encrypted with the bot's key and sent to its UDP socket, as Discord relays it.
+        ``impairment`` drops and reorders packets; ``self.voice.spoken[-1]`` records when
+        the first packet went out."""
+        return self.voice.speak(self.world.find_user(user).id, pcm, realtime=realtime, impairment=impairment)
 
 
 __all__ = ["FakeDiscord", "User"]

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -71,6 +72,46 @@ class VoiceConnection:
         return self.ready_at is not None and self.closed_at is None
 
 
+@dataclass
+class Impairment:
+    """Network trouble on a simulated speaker's packets (seeded: a test sees the same pattern
+    every run). ``loss`` drops each packet with that probability; ``reorder`` swaps a packet
+    with the next one with that probability (the pair arrives out of order)."""
+
+    loss: float = 0.0
+    reorder: float = 0.0
+    seed: int = 0
+
+
+@dataclass
+class SpokenClip:
+    """One ``speak`` call: when its first packet was sent (``time.monotonic()``) and what
+    happened to its packets."""
+
+    user_id: int
+    frames: int
+    started_at: float | None = None
+    sent: int = 0
+    dropped: int = 0
+    reordered: int = 0
+
+
+def impaired_order(count: int, impairment: Impairment) -> tuple[list[int], int, int]:
+    """Which packet indices to send, in which order: ``(order, dropped, reordered)``."""
+    rng = random.Random(impairment.seed)
+    kept = [i for i in range(count) if rng.random() >= impairment.loss]
+    reordered = 0
+    i = 0
+    while i < len(kept) - 1:
+        if rng.random() < impairment.reorder:
+            kept[i], kept[i + 1] = kept[i + 1], kept[i]
+            reordered += 1
+            i += 2
+        else:
+            i += 1
+    return kept, count - len(kept), reordered
+
+
 class VoiceGateway:
     def __init__(self, world: World, udp: VoiceUdp) -> None:
         self.world, self.udp = world, udp
@@ -84,6 +125,8 @@ class VoiceGateway:
         self.connections: list[VoiceConnection] = []
         self._next_ssrc = 1000
         self._speaker_ssrc: dict[int, int] = {}
+        self.spoken: list[SpokenClip] = []
+        self._streams: dict[int, tuple[int, int, int]] = {}  # user → next (sequence, timestamp, nonce)
         self._tasks: set[asyncio.Task[None]] = set()
 
     def grant(self, user_id: int, guild_id: int, channel_id: int, session_id: str) -> VoiceGrant:
@@ -211,32 +254,45 @@ class VoiceGateway:
         return True
 
     # -- simulated people talking to the bot --------------------------------------------
-    def speak(self, user_id: int, pcm: np.ndarray, *, realtime: bool = True) -> asyncio.Task[None]:
-        """Send ``pcm`` (48 kHz int16) to the bot as ``user_id``'s voice, paced every 20 ms."""
+    def speak(self, user_id: int, pcm: np.ndarray, *, realtime: bool = True,
+              impairment: Impairment | None = None) -> asyncio.Task[None]:
+        """Send ``pcm`` (48 kHz int16) to the bot as ``user_id``'s voice, paced every 20 ms
+        (a lost packet leaves its 20 ms slot empty, as on a real network)."""
         conn = self.active()
         if conn is None or conn.peer.address is None or conn.peer.secret_key is None:
             raise RuntimeError("the bot has no ready voice connection (join voice first)")
-        task = asyncio.create_task(self._speak(conn, user_id, pcm, realtime))
+        clip = SpokenClip(user_id, 0)
+        self.spoken.append(clip)
+        task = asyncio.create_task(self._speak(conn, clip, pcm, realtime, impairment or Impairment()))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def _speak(self, conn: VoiceConnection, user_id: int, pcm: np.ndarray, realtime: bool) -> None:
+    async def _speak(self, conn: VoiceConnection, clip: SpokenClip, pcm: np.ndarray, realtime: bool,
+                     impairment: Impairment) -> None:
+        user_id = clip.user_id
         ssrc = self._speaker_ssrc.setdefault(user_id, self.allocate_ssrc())
         await conn.send(5, {"user_id": str(user_id), "ssrc": ssrc, "speaking": 1})
         packets = await asyncio.to_thread(encode_opus, pcm)
         packets += [OPUS_SILENCE] * 5
-        start = time.monotonic()
-        seq0, ts0, counter0 = secrets.randbelow(1 << 15), secrets.randbelow(1 << 30), secrets.randbelow(1 << 30)
-        for i, opus in enumerate(packets):
+        clip.frames = len(packets)
+        order, clip.dropped, clip.reordered = impaired_order(len(packets), impairment)
+        start = clip.started_at = time.monotonic()
+        # a client's RTP stream goes on across talk spurts: sequence, timestamp and nonce continue
+        seq0, ts0, counter0 = self._streams.setdefault(
+            user_id, (secrets.randbelow(1 << 15), secrets.randbelow(1 << 30), secrets.randbelow(1 << 30)))
+        self._streams[user_id] = (seq0 + len(packets), ts0 + len(packets) * FRAME_SAMPLES, counter0 + len(order))
+        for slot, i in enumerate(order):
             assert conn.peer.secret_key is not None and conn.peer.address is not None
             packet = seal_rtp(
-                (seq0 + i) & 0xFFFF, (ts0 + i * FRAME_SAMPLES) & 0xFFFFFFFF, ssrc, opus,
-                conn.peer.secret_key, counter0 + i,
+                (seq0 + i) & 0xFFFF, (ts0 + i * FRAME_SAMPLES) & 0xFFFFFFFF, ssrc, packets[i],
+                conn.peer.secret_key, counter0 + slot,
             )
+            if realtime:  # each packet goes out in its own time slot (a swapped pair: the later one first)
+                at = start + max(i, order[slot - 1] if slot else 0) * 0.02
+                await asyncio.sleep(max(0.0, at - time.monotonic()))
             self.udp.send(packet, conn.peer.address)
-            if realtime:
-                await asyncio.sleep(max(0.0, start + (i + 1) * 0.02 - time.monotonic()))
+            clip.sent += 1
         await conn.send(5, {"user_id": str(user_id), "ssrc": ssrc, "speaking": 0})
 
     async def kick(self, user_id: int, code: int = 4014) -> None:

@@ -85,6 +85,16 @@ def test_jitter_buffer_wraps_and_caps_concealment() -> None:
     assert seq_distance(65530, 4) == 10 and seq_distance(4, 65530) == -10
 
 
+def test_jitter_buffer_follows_a_sender_that_restarts_its_sequence_behind() -> None:
+    """A client that restarts its stream (reconnect, new talk spurt from a fresh encoder) may
+    pick a sequence number far behind the old one: that is a new stream, not late packets."""
+    jb = JitterBuffer(depth=1)
+    assert jb.push(30000, b"a") == [b"a"]
+    assert jb.push(1000, b"b") == [b"b"]
+    assert jb.push(1001, b"c") == [b"c"]
+    assert jb.stats.late == 0
+
+
 def test_flush_emits_everything_held() -> None:
     jb = JitterBuffer(depth=5)
     jb.push(1, b"a")

@@ -1,4 +1,4 @@
-"""`hi`, `instruction` (the shipped guide) and `stats` (latency of recent answers)."""
+"""`hi`, `instruction` (the shipped guide) and `stats` (latency of recent text and voice answers)."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ class Basic(commands.Cog):
         backend = self.services.backend
         adapter = backend.active_adapter or "base model"
         await inv.send_long(f"Model: {self.services.config.model.name} ({adapter}).\n"
-                            + self.services.latency.summary())
+                            + self.services.latency.summary() + "\n" + self.services.voice_latency.format())
 
     @commands.command(name="stats", help="Latency of recent answers (p50/p95) and tokens per second.")
     async def stats_prefix(self, ctx: commands.Context) -> None:

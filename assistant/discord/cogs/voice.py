@@ -1,78 +1,30 @@
-"""Voice channels, playback side: `join`, `leave`, and speaking answers sentence by sentence.
+"""Voice channels: `join`, `leave`, live listening, and speaking text answers in the call.
 
-When the bot is in the author's voice channel, the chat cog feeds the answer's text deltas
-to a `Speaker`: sentences are split and synthesised (Piper, in threads) while the text is
-still being generated, and the 48 kHz stereo frames go to ONE continuous audio source, so
-sentences follow each other without gaps in the RTP stream. Nothing is played before the
-call's DAVE key exists: frames sent earlier would go out unencrypted and be dropped.
+`join` connects with our `ListeningVoiceClient`; with `voice.listen` on (and speech set up)
+it starts one `VoiceSession` per guild (hear → recognise → answer by voice, see
+`assistant.discord.voice_session`) and says so in the text channel: people must know they
+are heard. `leave` stops listening before disconnecting, so no audio is read after it.
+
+When the bot is in the author's voice channel, the chat cog also feeds a text answer's
+deltas to a `Speaker`, which speaks them sentence by sentence (`assistant.discord.playback`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import queue
-import time
 from typing import Any, AsyncIterator
 
 import nextcord
 from nextcord.ext import commands
 
 from assistant.discord.invocation import Invocation
+from assistant.discord.playback import FrameQueueSource, speak_deltas
 from assistant.discord.services import BotServices
+from assistant.discord.voice_session import VoiceSession
 from assistant.errors import AssistantError
 
 logger = logging.getLogger(__name__)
-
-SILENCE = b"\0" * 3840  # one 20 ms frame of 48 kHz stereo s16
-DAVE_WAIT_S = 5.0
-
-
-class FrameQueueSource(nextcord.AudioSource):
-    """PCM frames pushed from the event loop, read by nextcord's player thread every 20 ms.
-
-    While the next sentence is being synthesised it plays silence; after `close()` and
-    the last frame it returns b"" and playback ends.
-    """
-
-    def __init__(self) -> None:
-        self._frames: queue.Queue[bytes] = queue.Queue()
-        self._closed = False
-        self.first_frame_at: float | None = None
-
-    def push(self, frames: list[bytes]) -> None:
-        for frame in frames:
-            self._frames.put(frame)
-
-    def close(self) -> None:
-        self._closed = True
-
-    def read(self) -> bytes:
-        try:
-            frame = self._frames.get_nowait()
-        except queue.Empty:
-            return b"" if self._closed else SILENCE
-        if self.first_frame_at is None:
-            self.first_frame_at = time.monotonic()
-        return frame
-
-    def is_opus(self) -> bool:
-        return False
-
-
-async def wait_for_dave(vc: Any, timeout: float = DAVE_WAIT_S) -> bool:
-    """True once the call can encrypt (or has no DAVE)."""
-    waiter = getattr(vc, "wait_until_can_encrypt", None)
-    if waiter is not None:
-        return bool(await waiter(timeout))
-    state = getattr(vc, "e2ee_state", None)
-    deadline = time.monotonic() + timeout
-    while state is not None and not state.can_encrypt():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.02)
-    return True
-
 
 class Speaker:
     """Speaks one streamed answer in a voice call (see module docstring)."""
@@ -92,20 +44,7 @@ class Speaker:
             yield delta
 
     async def _run(self) -> None:
-        from assistant.audio import discord_frames
-
-        if not await wait_for_dave(self.vc):
-            logger.warning("Voice encryption key never arrived; not speaking this answer.")
-            return
-        started = False
-        async for audio in self.speech.speak_stream(self._text()):
-            frames = await asyncio.to_thread(lambda a=audio: list(discord_frames(a.samples, a.rate)))
-            self.source.push(frames)
-            if not started and self.vc.is_connected():
-                if self.vc.is_playing():
-                    self.vc.stop()  # a newer answer replaces the one being spoken
-                self.vc.play(self.source, after=lambda err: err and logger.warning("Playback error: %s", err))
-                started = True
+        await speak_deltas(self.vc, self.speech, self._text(), self.source)
 
     async def finish(self) -> float | None:
         """Wait until every sentence is synthesised and queued; returns when the first frame played."""
@@ -127,6 +66,7 @@ class Voice(commands.Cog):
     def __init__(self, bot: commands.Bot, services: BotServices) -> None:
         self.bot = bot
         self.services = services
+        self.sessions: dict[int, VoiceSession] = {}  # guild id → listening session
 
     def speaker_for(self, message: nextcord.Message) -> Speaker | None:
         """A Speaker when the bot is in the author's voice channel and may speak there."""
@@ -150,34 +90,71 @@ class Voice(commands.Cog):
             if current.channel.id == voice.channel.id:
                 await inv.send(f"I'm already in {voice.channel.name}.")
                 return
+            self.stop_listening(inv.guild.id)  # one conversation per voice channel: start afresh there
             await current.move_to(voice.channel)
         else:
             from assistant.discord.voice_recv import ListeningVoiceClient
 
             await voice.channel.connect(cls=ListeningVoiceClient)
+        vc = inv.guild.voice_client
         note = "" if self.services.speech is not None else " (speech is not set up, so I can't talk yet)"
         await inv.send(f"Joined {voice.channel.name}; I'll speak my answers to you there{note}. "
                        "`leave` makes me go.")
+        if self.services.config.voice.listen and self.services.speech is not None and inv.guild.id not in self.sessions:
+            self.start_listening(inv.guild, vc)
+            await inv.send(f"🎙️ Listening in {voice.channel.name}: what is said there is transcribed and "
+                           "answered (audio stays in memory). `leave` stops me listening.")
+
+    def start_listening(self, guild: nextcord.Guild, vc: Any) -> VoiceSession:
+        def name_of(user_id: int) -> str:
+            member = guild.get_member(user_id)
+            if member is not None:
+                return member.display_name
+            user = self.bot.get_user(user_id)
+            return user.display_name if user is not None else f"user {user_id}"
+
+        services = self.services
+        session = VoiceSession(vc, config=services.config, backend=services.backend, speech=services.speech,
+                               store=services.store, latency=services.voice_latency, name_of=name_of)
+        session.start()
+        self.sessions[guild.id] = session
+        return session
+
+    def stop_listening(self, guild_id: int) -> None:
+        session = self.sessions.pop(guild_id, None)
+        if session is not None:
+            session.stop()
 
     async def leave(self, inv: Invocation) -> None:
         vc = inv.guild.voice_client if inv.guild is not None else None
+        if inv.guild is not None:
+            self.stop_listening(inv.guild.id)
         if vc is None:
             raise AssistantError("I'm not in a voice channel.")
         await vc.disconnect(force=True)
         await inv.send("Left the voice channel.")
 
+    @commands.Cog.listener()
+    async def on_voice_state_update(self, member: nextcord.Member, before: Any, after: Any) -> None:
+        """Kicked or disconnected from the call: stop listening there too."""
+        me = self.bot.user
+        if me is not None and member.id == me.id and after.channel is None:
+            self.stop_listening(member.guild.id)
+
     async def disconnect_all(self) -> None:
+        for guild_id in list(self.sessions):
+            self.stop_listening(guild_id)
         for vc in list(self.bot.voice_clients):
             try:
                 await vc.disconnect(force=True)
             except Exception:  # noqa: BLE001 - shutting down anyway
                 logger.debug("voice disconnect failed", exc_info=True)
 
-    @commands.command(name="join", help="Join your voice channel and speak answers there.")
+    @commands.command(name="join", help="Join your voice channel: listen and speak answers there.")
     async def join_prefix(self, ctx: commands.Context) -> None:
         await self.join(Invocation.from_context(ctx))
 
-    @nextcord.slash_command(name="join", description="Join your voice channel and speak answers there.")
+    @nextcord.slash_command(name="join", description="Join your voice channel: listen and speak answers there.")
     async def join_slash(self, interaction: nextcord.Interaction) -> None:
         await self.join(await Invocation.from_interaction(interaction))
 

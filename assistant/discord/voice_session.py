@@ -1,0 +1,174 @@
+"""One guild's live voice conversation: hear people, answer by voice, stop when interrupted.
+
+A `VoiceSession` wires the receive path to the answer path for one voice client:
+
+    VoiceListener (UDP → SpeechEvents) → VoiceDialog (speculative recognition, answer policy,
+    barge-in) → Conversation.reply(transcript, name=speaker) → sentence splitter → Piper →
+    one FrameQueueSource → nextcord's player (first sentence plays while the rest is generated)
+
+One `Conversation` per voice channel keeps the spoken history (each user turn is prefixed
+with the speaker's display name, `SPOKEN_TURN`, so the model knows who said what); finished turns are also
+recorded in the store under the voice channel's conversation key, with the speaker's id.
+Raw audio lives in memory only; with `voice.debug_record_audio` each finished utterance is
+written as a WAV under `debug_dir` (for diagnosing recognition, never on by default).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from assistant.config import Config
+from assistant.conversation import Conversation
+from assistant.discord.playback import FrameQueueSource, speak_deltas, until_played
+from assistant.errors import NoSpeechError
+from assistant.llm import default_options
+from assistant.voice.dialog import VoiceDialog
+from assistant.voice.latency import VoiceLatencyLog
+from assistant.voice.receiver import SpeechEvent
+from assistant.voice.turns import AnswerPolicy, Event
+
+logger = logging.getLogger(__name__)
+
+RECOGNITION_RATE = 16_000
+# How a spoken turn names its speaker. Measured with SmolLM2-135M at temperature 0: "Alice: What is
+# the capital of France?" derails it (it answers "Allemagne, France..."), "Alice says: ..." does not.
+SPOKEN_TURN = "{name} says: {text}"
+
+
+def voice_conversation_key(channel_id: int) -> str:
+    """The store's conversation key for what is said in a voice channel."""
+    return f"discord-voice:{channel_id}"
+
+
+def debug_audio_dir(config: Config) -> Path:
+    """Where `voice.debug_record_audio` writes utterances: next to the database."""
+    return Path(config.storage.database).parent / "voice-debug"
+
+
+class VoiceSession:
+    """Listening and answering in one voice call; `start()` once, `stop()` ends it at once."""
+
+    def __init__(self, vc: Any, *, config: Config, backend: Any, speech: Any, store: Any = None,
+                 latency: VoiceLatencyLog | None = None, name_of: Callable[[int], str] | None = None) -> None:
+        from assistant.discord.voice_recv import VoiceListener
+
+        self.vc, self.config, self.speech, self.store = vc, config, speech, store
+        self.channel_id = int(vc.channel.id)
+        self.conversation = Conversation(backend, system_prompt=config.model.system_prompt,
+                                         context_tokens=config.model.context_tokens,
+                                         reply_tokens=config.model.max_new_tokens)
+        self._display_name = name_of or (lambda user_id: f"user {user_id}")
+        self._ids_by_name: dict[str, int] = {}
+        voice = config.voice
+        self.dialog = VoiceDialog(
+            recognize=self._recognize, answer=self._answer, speak=self._speak, stop_playback=self._stop_playback,
+            name_of=self._name_of, policy=AnswerPolicy(voice.answer_mode, voice.wake_words, voice.follow_up_s),
+            barge_in=voice.barge_in, latency=latency)
+        self.listener = VoiceListener(vc, self._on_event, voice)
+        self.debug_dir = debug_audio_dir(config) if voice.debug_record_audio else None
+        self.transcripts: list[tuple[int, str]] = []  # (user id, text) of every answered utterance
+        self._source: FrameQueueSource | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.active = False
+
+    @property
+    def latency(self) -> VoiceLatencyLog:
+        return self.dialog.latency
+
+    def start(self) -> None:
+        self.listener.start()
+        self.active = True
+
+    def stop(self) -> None:
+        """Stop hearing at once (buffered audio dropped), cut playback, cancel pending turns."""
+        if not self.active:
+            return
+        self.active = False
+        self.listener.stop()
+        self._stop_playback()
+        for task in list(self._tasks):
+            task.cancel()
+        if self.dialog._playing is not None:  # noqa: SLF001 - the dialog owns no stop() of its own
+            self.dialog._playing.cancel()  # noqa: SLF001
+        for attempt in list(self.dialog._speculative.values()):  # noqa: SLF001
+            if attempt.task is not None:
+                attempt.task.cancel()
+        self.dialog._speculative.clear()  # noqa: SLF001
+
+    # -- events ----------------------------------------------------------------------------
+    def _on_event(self, event: SpeechEvent) -> None:
+        if not self.active:
+            return
+        if event.kind is Event.ENDED and event.audio is not None and self.debug_dir is not None:
+            self._spawn(asyncio.to_thread(self._record, event))
+        self.dialog.on_event(event)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _record(self, event: SpeechEvent) -> Path:
+        from assistant.audio import write_audio
+
+        assert self.debug_dir is not None and event.audio is not None
+        self.debug_dir.mkdir(parents=True, exist_ok=True)
+        path = self.debug_dir / f"{self.channel_id}-{event.user_id}-{time.time():.3f}.wav"
+        write_audio(path, event.audio, RECOGNITION_RATE)
+        logger.debug("recorded an utterance to %s (voice.debug_record_audio)", path)
+        return path
+
+    # -- the dialog's capabilities ---------------------------------------------------------
+    def _name_of(self, user_id: int) -> str:
+        name = self._display_name(user_id)
+        self._ids_by_name[name] = user_id
+        return name
+
+    async def _recognize(self, audio: np.ndarray) -> str:
+        try:
+            transcript = await self.speech.transcribe(audio)
+        except NoSpeechError:
+            return ""
+        return str(transcript.text)
+
+    async def _answer(self, text: str, name: str) -> AsyncIterator[str]:
+        """The conversation's streamed answer; stored once it finished (a cancelled,
+        speculative or interrupted answer is never stored)."""
+        parts: list[str] = []
+        turn = SPOKEN_TURN.format(name=name, text=text)
+        async for delta in self.conversation.reply(turn, default_options(self.config.model)):
+            parts.append(delta)
+            yield delta
+        user_id = self._ids_by_name.get(name)
+        self.transcripts.append((user_id or 0, text))
+        if self.store is not None:
+            await asyncio.to_thread(self.store.record_turn, voice_conversation_key(self.channel_id),
+                                    prompt=turn, reply="".join(parts).strip(),
+                                    user_id=str(user_id) if user_id else None)
+
+    async def _speak(self, deltas: AsyncIterator[str], on_first_audio: Callable[[], None]) -> None:
+        source = FrameQueueSource(on_first_frame=on_first_audio)
+        self._source = source
+        try:
+            if await speak_deltas(self.vc, self.speech, deltas, source):
+                source.close()
+                await until_played(self.vc, source)
+        finally:
+            source.close()
+            if self._source is source:
+                self._stop_playback()
+                self._source = None
+
+    def _stop_playback(self) -> None:
+        source = self._source
+        if source is not None:
+            source.close()
+        if source is not None and getattr(self.vc, "source", None) is source and self.vc.is_playing():
+            self.vc.stop()

@@ -1,0 +1,160 @@
+"""Live voice end to end, real models and real crypto: simulated people talk to the bot in a
+voice channel of the fake Discord (Piper speech, Opus, encrypted RTP), the bot hears them,
+answers by voice, and the test decodes and transcribes what came back over UDP."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, AsyncIterator
+
+import numpy as np
+import pytest
+
+from assistant.audio import resample
+from assistant.discord.voice_session import VoiceSession, voice_conversation_key
+from assistant.speech.service import SpeechService
+from tests.discord.conftest import bot_config, running_bot
+from tests.fakediscord import FakeDiscord, Impairment, VoiceCapture
+
+pytestmark = [pytest.mark.slow]
+
+LISTEN = {"answer_mode": "everyone", "barge_in": "speaker"}
+RATE = 48_000
+
+
+@pytest.fixture(scope="module")
+def speech(repo_config: Any) -> SpeechService:
+    return SpeechService(repo_config.speech, repo_config.storage)
+
+
+async def said(speech: SpeechService, text: str) -> np.ndarray:
+    """Piper's voice saying `text`, as 48 kHz stereo int16 (what a Discord client sends)."""
+    audio = await speech.synthesize(text)
+    return resample(audio.samples, audio.rate, RATE, layout="stereo", fmt="s16")
+
+
+def onset_s(pcm: np.ndarray) -> float:
+    """Seconds into `pcm` where speech starts (first 10 ms window clearly above silence)."""
+    mono = np.abs(pcm.astype(np.float32).mean(axis=1)) / 32768
+    window = RATE // 100
+    for i in range(0, len(mono) - window, window):
+        if mono[i:i + window].mean() > 0.02:
+            return i / RATE
+    raise AssertionError("no speech in the clip")
+
+
+async def heard(speech: SpeechService, capture: VoiceCapture, after: float = 0.0) -> str:
+    packets = [p for p in capture.speech() if p.at >= after]
+    pcm = np.concatenate([p.pcm for p in packets]).astype(np.float32).mean(axis=1) / 32768
+    return (await speech.transcribe(resample(pcm, RATE, 16_000))).text.lower()
+
+
+@contextlib.asynccontextmanager
+async def in_call(tmp_path: Any, repo_config: Any, backend: Any, *, tokens: int = 16,
+                  **voice: Any) -> AsyncIterator[tuple[FakeDiscord, Any, VoiceSession]]:
+    """The bot joined to the voice channel, listening (alice and bob are there)."""
+    async with FakeDiscord() as server:
+        config = bot_config(tmp_path, repo_config, server, model={"max_new_tokens": tokens},
+                            voice={**LISTEN, **voice})
+        async with running_bot(server, config, backend) as bot:
+            server.join_voice(server.alice)
+            server.join_voice(server.bob)
+            joined = server.send_message(server.general, server.alice, "!join")
+            notice = await server.wait_for_bot_message(
+                server.general, lambda m: m.content.startswith("🎙️"), after=joined, timeout=60)
+            assert "Listening in Voice" in notice.content
+            await server.wait_for_bot_voice(timeout=30)
+            session = bot.get_cog("Voice").sessions[server.world.guild.id]
+            yield server, bot, session
+
+
+async def answer_audio(server: FakeDiscord, after: float, *, timeout: float = 90) -> VoiceCapture:
+    """The bot's voice capture once it spoke after `after` and went quiet."""
+    def spoke() -> VoiceCapture | None:
+        try:
+            cap = server.voice_audio()
+        except KeyError:
+            return None
+        return cap if any(p.at > after for p in cap.speech()) else None
+
+    await server.world.wait_until(spoke, timeout, "the bot's spoken answer")
+    return await server.wait_for_voice_audio(min_seconds=0.3, quiet=1.0, timeout=timeout)
+
+
+async def test_spoken_question_gets_spoken_answer_and_speakers_are_named(tmp_path, repo_config, backend, speech):
+    question, follow = await said(speech, "What is the capital of France?"), await said(speech, "What color is the sky?")
+    async with in_call(tmp_path, repo_config, backend, tokens=24) as (server, bot, session):
+        await server.speak(server.alice, question)
+        asked_at = server.voice.spoken[-1].started_at
+        capture = await answer_audio(server, asked_at)
+        assert "paris" in await heard(speech, capture, after=asked_at)
+
+        await server.speak(server.bob, follow)
+        second = server.voice.spoken[-1].started_at
+        await answer_audio(server, second)
+        users = [t["content"] for t in session.conversation.turns if t["role"] == "user"]
+        assert len(users) == 2, users
+        assert users[0].startswith(f"{server.alice.global_name} says:") and "france" in users[0].lower()
+        assert users[1].startswith(f"{server.bob.global_name} says:") and "sky" in users[1].lower()
+        rows = bot.services.store._rows(  # noqa: SLF001 - the author ids the store kept
+            "SELECT m.author_id FROM messages m JOIN conversations c ON c.id = m.conversation_id "
+            "WHERE c.key = ? AND m.role = 'user' ORDER BY m.id", (voice_conversation_key(server.voice_channel.id),))
+        assert [r["author_id"] for r in rows] == [str(server.alice.id), str(server.bob.id)]
+
+        asked = server.send_message(server.general, server.alice, "!stats")
+        stats = await server.wait_for_bot_message(server.general, after=asked, timeout=30)
+        assert "voice end of speech → first audio" in stats.content and "n=2" in stats.content
+        timing = session.latency.turns[0]
+        assert timing.speech_end < timing.recognised < timing.first_token < timing.first_audio  # type: ignore[operator]
+
+        left = server.send_message(server.general, server.alice, "!leave")
+        assert "Left" in (await server.wait_for_bot_message(server.general, after=left, timeout=30)).content
+        assert not session.active and not session.listener.receiver.speakers
+        assert not bot.get_cog("Voice").sessions
+    assert not (tmp_path / "data" / "voice-debug").exists(), "raw audio must not be written by default"
+
+
+async def test_barge_in_stops_the_answer_and_takes_the_new_utterance(tmp_path, repo_config, backend, speech):
+    story = await said(speech, "Please tell me a very long story about a dragon and a knight.")
+    interrupt = await said(speech, "Wait, what is the capital of France?")
+    async with in_call(tmp_path, repo_config, backend, tokens=200, debug_record_audio=True) as (server, _bot, session):
+        await server.speak(server.alice, story)
+        await server.world.wait_until(
+            lambda: session.dialog.playing and len(_bot_speech(server)) > 75, 120, "1.5 s of the story")
+        server.speak(server.alice, interrupt)
+        await server.world.wait_until(lambda: server.voice.spoken[-1].started_at, 10, "the interruption to start")
+        onset = server.voice.spoken[-1].started_at + onset_s(interrupt)
+        await server.world.wait_until(lambda: session.transcripts, 120, "the interruption to be answered")
+
+    assert session.dialog.barge_ins >= 1
+    assert len(session.transcripts) == 1, "an interrupted answer is not kept in the conversation"
+    assert "capital" in session.transcripts[0][1].lower()
+    quiet_until = onset + len(interrupt) / RATE  # the new answer cannot start before the user stopped
+    late = [p.at - onset for p in _bot_packets(server) if onset + 0.2 < p.at < quiet_until]
+    before = [p for p in _bot_packets(server) if onset - 0.5 < p.at <= onset]
+    assert before, "the bot was speaking when the interruption began"
+    assert not late, f"bot packets {late[0] * 1000:.0f} ms after the interruption's onset"
+    assert list((tmp_path / "data" / "voice-debug").glob("*.wav")), "debug_record_audio writes utterances"
+
+
+def _bot_packets(server: FakeDiscord) -> list[Any]:
+    return server.voice_audio().packets
+
+
+def _bot_speech(server: FakeDiscord) -> list[Any]:
+    try:
+        return server.voice_audio().speech()
+    except KeyError:
+        return []
+
+
+async def test_utterance_survives_packet_loss_and_reordering(tmp_path, repo_config, backend, speech):
+    question = await said(speech, "What is the capital of France?")
+    async with in_call(tmp_path, repo_config, backend, tokens=8) as (server, _bot, session):
+        await server.speak(server.alice, question, impairment=Impairment(loss=0.1, reorder=0.1, seed=7))
+        clip = server.voice.spoken[-1]
+        assert clip.dropped >= 0.05 * clip.frames and clip.reordered >= 1
+        await server.world.wait_until(lambda: session.transcripts, 60, "the utterance to be recognised")
+        text = session.transcripts[0][1].lower()
+        assert "capital" in text and "france" in text, text
+        assert session.listener.stats.concealed > 0
