@@ -15,6 +15,7 @@ from assistant.discord.voice_session import VoiceSession, voice_conversation_key
 from assistant.speech.service import SpeechService
 from tests.discord.conftest import bot_config, running_bot
 from tests.fakediscord import FakeDiscord, Impairment, VoiceCapture
+from tests.fakediscord.voice_rtp import AES256_GCM, XCHACHA20
 
 pytestmark = [pytest.mark.slow]
 
@@ -51,9 +52,11 @@ async def heard(speech: SpeechService, capture: VoiceCapture, after: float = 0.0
 
 @contextlib.asynccontextmanager
 async def in_call(tmp_path: Any, repo_config: Any, backend: Any, *, tokens: int = 16,
-                  **voice: Any) -> AsyncIterator[tuple[FakeDiscord, Any, VoiceSession]]:
+                  modes: list[str] | None = None, **voice: Any) -> AsyncIterator[tuple[FakeDiscord, Any, VoiceSession]]:
     """The bot joined to the voice channel, listening (alice and bob are there)."""
     async with FakeDiscord() as server:
+        if modes is not None:
+            server.voice.modes = modes
         config = bot_config(tmp_path, repo_config, server, model={"max_new_tokens": tokens},
                             voice={**LISTEN, **voice})
         async with running_bot(server, config, backend) as bot:
@@ -158,3 +161,15 @@ async def test_utterance_survives_packet_loss_and_reordering(tmp_path, repo_conf
         text = session.transcripts[0][1].lower()
         assert "capital" in text and "france" in text, text
         assert session.listener.stats.concealed > 0
+
+
+@pytest.mark.parametrize("mode", [AES256_GCM, XCHACHA20])
+async def test_each_transport_mode_carries_both_directions(tmp_path, repo_config, backend, speech, mode):
+    question = await said(speech, "What is the capital of France?")
+    async with in_call(tmp_path, repo_config, backend, tokens=8, modes=[mode]) as (server, _bot, session):
+        assert server.voice.active().mode == mode and session.vc.mode == mode
+        await server.speak(server.alice, question)
+        capture = await answer_audio(server, server.voice.spoken[-1].started_at)
+        assert "france" in session.transcripts[0][1].lower()
+        assert capture.speech() and server.udp.decrypt_errors == 0
+        assert session.listener.stats.undecryptable == 0

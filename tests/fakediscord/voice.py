@@ -23,9 +23,9 @@ import numpy as np
 from aiohttp import WSMsgType, web
 
 from .state import World
-from .voice_rtp import FRAME_SAMPLES, OPUS_SILENCE, UdpPeer, VoiceUdp, encode_opus, seal_rtp
+from .voice_rtp import AES256_GCM, XCHACHA20, FRAME_SAMPLES, OPUS_SILENCE, UdpPeer, VoiceUdp, encode_opus, seal_rtp
 
-SUPPORTED_MODES = ["aead_xchacha20_poly1305_rtpsize"]
+SUPPORTED_MODES = [AES256_GCM, XCHACHA20]  # Discord's order; a client takes the first it supports
 
 
 @dataclass
@@ -121,6 +121,7 @@ class VoiceGateway:
         # 0 = "no DAVE, transport encryption only".  nextcord 3.2 then logs a harmless
         # "Failed to set up ratchet" error; None omits the field and that log line.
         self.dave_protocol_version: int | None = 0
+        self.modes: list[str] = list(SUPPORTED_MODES)  # offered in READY, in this order
         self.grants: dict[str, VoiceGrant] = {}
         self.connections: list[VoiceConnection] = []
         self._next_ssrc = 1000
@@ -212,7 +213,7 @@ class VoiceGateway:
         self.connections.append(conn)
         await conn.send(2, {
             "ssrc": ssrc, "ip": "127.0.0.1", "port": self.udp_port,
-            "modes": SUPPORTED_MODES, "heartbeat_interval": 1, "experiments": [],
+            "modes": list(self.modes), "heartbeat_interval": 1, "experiments": [],
         })
         return conn
 
@@ -223,12 +224,13 @@ class VoiceGateway:
         elif op == 1:
             data = d.get("data") or {}
             mode = data.get("mode")
-            if mode not in SUPPORTED_MODES:
+            if mode not in self.modes:
                 await conn.ws.close(code=4016, message=b"Unknown encryption mode")
                 return False
             conn.mode = mode
             conn.selected_address = (str(data.get("address")), int(data.get("port") or 0))
             conn.peer.secret_key = os.urandom(32)
+            conn.peer.mode = mode
             description: dict[str, Any] = {
                 "audio_codec": "opus", "video_codec": "H264", "media_session_id": secrets.token_hex(16),
                 "mode": mode, "secret_key": list(conn.peer.secret_key), "secure_frames_version": 0,
@@ -286,7 +288,7 @@ class VoiceGateway:
             assert conn.peer.secret_key is not None and conn.peer.address is not None
             packet = seal_rtp(
                 (seq0 + i) & 0xFFFF, (ts0 + i * FRAME_SAMPLES) & 0xFFFFFFFF, ssrc, packets[i],
-                conn.peer.secret_key, counter0 + slot,
+                conn.peer.secret_key, counter0 + slot, mode=conn.peer.mode,
             )
             if realtime:  # each packet goes out in its own time slot (a swapped pair: the later one first)
                 at = start + max(i, order[slot - 1] if slot else 0) * 0.02

@@ -1,9 +1,10 @@
 """Voice UDP: IP discovery, RTP transport encryption and Opus (de)coding.
 
-Transport mode ``aead_xchacha20_poly1305_rtpsize``: the RTP header (+ CSRCs + the
-4-byte extension header when X is set) is the AAD; the extension *body* and the
-Opus payload are encrypted; the 16-byte tag follows; the last 4 bytes are the
-big-endian nonce counter, zero-padded to 24 bytes.  Opus is decoded with PyAV's
+Transport modes ``aead_xchacha20_poly1305_rtpsize`` and ``aead_aes256_gcm_rtpsize``:
+the RTP header (+ CSRCs + the 4-byte extension header when X is set) is the AAD; the
+extension *body* and the Opus payload are encrypted; the 16-byte tag follows; the
+last 4 bytes are the big-endian nonce counter, zero-padded to 24 bytes (XChaCha20)
+or 12 bytes (AES-GCM).  Opus is decoded with PyAV's
 bundled libopus into stereo buffers, because nextcord's own ``Decoder`` aborts
 the process on mono packets.
 """
@@ -21,6 +22,7 @@ from typing import Any
 
 import av
 import numpy as np
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from nacl.bindings import (
     crypto_aead_xchacha20poly1305_ietf_decrypt,
     crypto_aead_xchacha20poly1305_ietf_encrypt,
@@ -32,9 +34,24 @@ SAMPLE_RATE = 48000
 FRAME_SAMPLES = 960  # 20 ms
 OPUS_SILENCE = b"\xf8\xff\xfe"
 RTP_PAYLOAD_TYPE = 0x78
+XCHACHA20 = "aead_xchacha20_poly1305_rtpsize"
+AES256_GCM = "aead_aes256_gcm_rtpsize"
 
 
-def open_rtp(packet: bytes, key: bytes) -> tuple[int, int, int, bytes]:
+def _aead(mode: str, key: bytes, counter: bytes, data: bytes, aad: bytes, *, seal: bool) -> bytes:
+    if mode == AES256_GCM:
+        gcm = AESGCM(key)
+        nonce = counter + bytes(8)
+        return gcm.encrypt(nonce, data, aad) if seal else gcm.decrypt(nonce, data, aad)
+    if mode != XCHACHA20:
+        raise ValueError(f"unknown transport mode {mode!r}")
+    nonce = counter + bytes(20)
+    if seal:
+        return crypto_aead_xchacha20poly1305_ietf_encrypt(data, aad, nonce, key)  # type: ignore[no-any-return]
+    return crypto_aead_xchacha20poly1305_ietf_decrypt(data, aad, nonce, key)  # type: ignore[no-any-return]
+
+
+def open_rtp(packet: bytes, key: bytes, mode: str = XCHACHA20) -> tuple[int, int, int, bytes]:
     """Decrypt one rtpsize packet: ``(sequence, timestamp, ssrc, opus)``."""
     csrc_count = packet[0] & 0x0F
     header_len = 12 + 4 * csrc_count
@@ -42,17 +59,14 @@ def open_rtp(packet: bytes, key: bytes) -> tuple[int, int, int, bytes]:
     if packet[0] & 0x10:
         ext_words = struct.unpack_from(">H", packet, header_len + 2)[0]
         header_len += 4
-    nonce = packet[-4:] + bytes(20)
-    plain = crypto_aead_xchacha20poly1305_ietf_decrypt(
-        packet[header_len:-4], packet[:header_len], nonce, key
-    )
+    plain = _aead(mode, key, packet[-4:], packet[header_len:-4], packet[:header_len], seal=False)
     sequence, timestamp, ssrc = struct.unpack_from(">HII", packet, 2)
     return sequence, timestamp, ssrc, plain[ext_words * 4 :]
 
 
 def seal_rtp(
     sequence: int, timestamp: int, ssrc: int, opus: bytes, key: bytes, counter: int,
-    extension: bytes = b"\x10\x7f\x00\x00",
+    extension: bytes = b"\x10\x7f\x00\x00", mode: str = XCHACHA20,
 ) -> bytes:
     """Build a packet the way Discord relays other users' audio: with a one-byte
     header extension (X bit), whose body is encrypted along with the payload."""
@@ -61,9 +75,7 @@ def seal_rtp(
     if extension:
         header += struct.pack(">HH", 0xBEDE, len(extension) // 4)
     nonce_tail = struct.pack(">I", counter)
-    sealed = crypto_aead_xchacha20poly1305_ietf_encrypt(
-        extension + opus, header, nonce_tail + bytes(20), key
-    )
+    sealed = _aead(mode, key, nonce_tail, extension + opus, header, seal=True)
     return header + sealed + nonce_tail
 
 
@@ -142,6 +154,7 @@ class UdpPeer:
     ssrc: int
     user_id: int
     secret_key: bytes | None = None
+    mode: str = XCHACHA20
     address: tuple[str, int] | None = None
 
 
@@ -175,7 +188,7 @@ class VoiceUdp(asyncio.DatagramProtocol):
             self.unknown_packets += 1
             return
         try:
-            sequence, timestamp, _, opus = open_rtp(data, peer.secret_key)
+            sequence, timestamp, _, opus = open_rtp(data, peer.secret_key, peer.mode)
         except Exception:  # nacl raises CryptoError on a bad tag
             self.decrypt_errors += 1
             log.error("fakediscord: could not decrypt RTP from ssrc %s", ssrc)
