@@ -52,11 +52,13 @@ async def heard(speech: SpeechService, capture: VoiceCapture, after: float = 0.0
 
 @contextlib.asynccontextmanager
 async def in_call(tmp_path: Any, repo_config: Any, backend: Any, *, tokens: int = 16,
-                  modes: list[str] | None = None, **voice: Any) -> AsyncIterator[tuple[FakeDiscord, Any, VoiceSession]]:
+                  modes: list[str] | None = None, dave: bool = False, **voice: Any) -> AsyncIterator[tuple[FakeDiscord, Any, VoiceSession]]:
     """The bot joined to the voice channel, listening (alice and bob are there)."""
     async with FakeDiscord() as server:
         if modes is not None:
             server.voice.modes = modes
+        if dave:
+            server.voice.dave_protocol_version = 1
         config = bot_config(tmp_path, repo_config, server, model={"max_new_tokens": tokens},
                             voice={**LISTEN, **voice})
         async with running_bot(server, config, backend) as bot:
@@ -173,3 +175,26 @@ async def test_each_transport_mode_carries_both_directions(tmp_path, repo_config
         assert "france" in session.transcripts[0][1].lower()
         assert capture.speech() and server.udp.decrypt_errors == 0
         assert session.listener.stats.undecryptable == 0
+
+
+async def test_dave_call_with_a_member_joining_mid_call_and_a_tampered_packet(tmp_path, repo_config, backend, speech):
+    question, follow = await said(speech, "What is the capital of France?"), await said(speech, "What color is the sky?")
+    async with in_call(tmp_path, repo_config, backend, tokens=12, dave=True) as (server, _bot, session):
+        alice = await server.join_dave(server.alice)
+        await server.world.wait_until(lambda: alice.can_encrypt and session.vc.e2ee_state.can_encrypt(), 20,
+                                      "the DAVE group of the bot and alice")
+        await server.speak(server.alice, question, impairment=Impairment(tamper=(10,)))
+        capture = await answer_audio(server, server.voice.spoken[-1].started_at)
+        assert "france" in session.transcripts[0][1].lower()
+        assert session.listener.stats.dave_failed == 1, "the tampered frame alone was dropped"
+        assert "paris" in await heard(speech, capture), "alice decrypted the bot's DAVE-encrypted answer"
+
+        server.join_voice(server.bob)
+        bob = await server.join_dave(server.bob)  # a commit moves everyone to a new epoch
+        await server.world.wait_until(lambda: bob.can_encrypt, 20, "bob's DAVE key")
+        epoch = server.voice.dave_calls[server.voice_channel.id].group.epoch
+        assert epoch >= 2 and not (alice.failures or bob.failures)
+        await server.speak(server.bob, follow)
+        await server.world.wait_until(lambda: len(session.transcripts) >= 2, 60, "bob to be heard")
+        assert session.transcripts[1][0] == server.bob.id and "sky" in session.transcripts[1][1].lower()
+        assert server.udp.dave_errors == 0 and session.listener.stats.undecryptable == 0

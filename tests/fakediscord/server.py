@@ -245,6 +245,11 @@ class FakeDiscord(ChatControls):
             asyncio.get_running_loop().create_task(conn.send(13, {"user_id": str(u.id)}))
         return vs
 
+    async def join_dave(self, user: UserRef) -> Any:
+        """``user`` (already in the voice channel) joins the call's DAVE group as a simulated
+        member; needs ``voice.dave_protocol_version = 1``. Returns the `SimMember`."""
+        return await self.voice.dave_join(self.world.find_user(user).id)
+
     async def kick_from_voice(self, user: UserRef | None = None) -> None:
         """Disconnect someone (default: the bot) like a moderator would."""
         u = self.world.find_user(user if user is not None else self.world.bot)

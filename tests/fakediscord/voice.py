@@ -3,8 +3,10 @@
 Flow, as on Discord: the main gateway grants a token (VOICE_SERVER_UPDATE); the
 bot opens ``wss://endpoint/?v=8``, IDENTIFYs with that token, gets READY with
 an SSRC and our UDP port, does IP discovery, SELECT_PROTOCOLs a transport mode
-and receives the secret key in SESSION_DESCRIPTION.  We announce DAVE protocol
-version 0, i.e. transport encryption only.
+and receives the secret key in SESSION_DESCRIPTION.  Modes offered: ``modes``
+(AES-GCM first, then XChaCha20, as Discord).  DAVE: ``dave_protocol_version`` 0
+(default) is transport encryption only; 1 runs a real MLS group with the gateway as
+external sender (see ``voice_dave``), with simulated members added by ``dave_join``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 from aiohttp import WSMsgType, web
 
 from .state import World
+from .voice_dave import DaveCall
 from .voice_rtp import AES256_GCM, XCHACHA20, FRAME_SAMPLES, OPUS_SILENCE, UdpPeer, VoiceUdp, encode_opus, seal_rtp
 
 SUPPORTED_MODES = [AES256_GCM, XCHACHA20]  # Discord's order; a client takes the first it supports
@@ -81,6 +84,7 @@ class Impairment:
     loss: float = 0.0
     reorder: float = 0.0
     seed: int = 0
+    tamper: tuple[int, ...] = ()  # frame indices whose DAVE ciphertext gets one byte flipped
 
 
 @dataclass
@@ -122,6 +126,7 @@ class VoiceGateway:
         # "Failed to set up ratchet" error; None omits the field and that log line.
         self.dave_protocol_version: int | None = 0
         self.modes: list[str] = list(SUPPORTED_MODES)  # offered in READY, in this order
+        self.dave_calls: dict[int, DaveCall] = {}  # channel id → DAVE group (protocol version 1)
         self.grants: dict[str, VoiceGrant] = {}
         self.connections: list[VoiceConnection] = []
         self._next_ssrc = 1000
@@ -156,6 +161,9 @@ class VoiceGateway:
                 if msg.type == WSMsgType.BINARY:
                     if conn is not None and len(msg.data) > 0:
                         conn.binary_ops.append(msg.data[0])
+                        call = self.dave_calls.get(conn.grant.channel_id)
+                        if call is not None and conn.grant.user_id == call.bot_id:
+                            await call.from_bot(msg.data[0], bytes(msg.data[1:]))
                     continue
                 if msg.type != WSMsgType.TEXT:
                     break
@@ -237,6 +245,8 @@ class VoiceGateway:
             }
             if self.dave_protocol_version is not None:
                 description["dave_protocol_version"] = self.dave_protocol_version
+            if self.dave_protocol_version == 1:
+                self._open_dave_call(conn)
             await conn.send(4, description)
             conn.ready_at = time.monotonic()
             others = [
@@ -247,6 +257,8 @@ class VoiceGateway:
                 await conn.send(11, {"user_ids": others})
         elif op == 5:
             conn.speaking.append((time.monotonic(), int(d.get("speaking", 0))))
+        elif op == 23 and (call := self.dave_calls.get(conn.grant.channel_id)) is not None:
+            await call.bot_ready(int(d.get("transition_id", -1)))
         elif op in (23, 31):  # DAVE transition ready / invalid commit: nothing to do at v0
             pass
         else:
@@ -254,6 +266,38 @@ class VoiceGateway:
             return False
         self.world.notify()
         return True
+
+    # -- DAVE -------------------------------------------------------------------------------
+    def _open_dave_call(self, conn: VoiceConnection) -> None:
+        channel_id, bot_id = conn.grant.channel_id, conn.grant.user_id
+
+        async def send_to_bot(message: Any) -> None:
+            bot = self.active(bot_id)
+            if bot is None:
+                return
+            if isinstance(message.payload, bytes):
+                bot.seq += 1
+                async with bot._send_lock:
+                    with contextlib.suppress(ConnectionError, RuntimeError):
+                        await bot.ws.send_bytes(message.binary_frame(bot.seq))
+            else:
+                await bot.send(message.op, message.payload)
+
+        if channel_id not in self.dave_calls:
+            call = self.dave_calls[channel_id] = DaveCall(channel_id, bot_id, send_to_bot)
+            self.udp.dave_open = lambda user_id, frame: call.decrypt_from_bot(frame) if user_id == bot_id else frame
+
+    async def dave_join(self, user_id: int) -> Any:
+        """``user_id`` joins the bot's call as a DAVE member (a `SimMember`); returns it."""
+        conn = self.active()
+        call = self.dave_calls.get(conn.grant.channel_id) if conn is not None else None
+        if call is None:
+            raise RuntimeError("no DAVE call: set dave_protocol_version = 1 and let the bot join first")
+        return await call.add_member(user_id, self._speaker_ssrc.setdefault(user_id, self.allocate_ssrc()))
+
+    def _dave_member(self, conn: VoiceConnection, user_id: int) -> Any:
+        call = self.dave_calls.get(conn.grant.channel_id)
+        return call.members.get(user_id) if call is not None else None
 
     # -- simulated people talking to the bot --------------------------------------------
     def speak(self, user_id: int, pcm: np.ndarray, *, realtime: bool = True,
@@ -276,6 +320,14 @@ class VoiceGateway:
         ssrc = self._speaker_ssrc.setdefault(user_id, self.allocate_ssrc())
         await conn.send(5, {"user_id": str(user_id), "ssrc": ssrc, "speaking": 1})
         packets = await asyncio.to_thread(encode_opus, pcm)
+        member = self._dave_member(conn, user_id)
+        if member is not None:  # DAVE: end-to-end encrypted by the speaker (silence frames stay plain)
+            packets = [member.encrypt(p) for p in packets]
+            for i in impairment.tamper:
+                if i < len(packets):
+                    frame = bytearray(packets[i])
+                    frame[len(frame) // 2] ^= 0x55
+                    packets[i] = bytes(frame)
         packets += [OPUS_SILENCE] * 5
         clip.frames = len(packets)
         order, clip.dropped, clip.reordered = impaired_order(len(packets), impairment)

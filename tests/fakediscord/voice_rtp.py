@@ -164,7 +164,10 @@ class VoiceUdp(asyncio.DatagramProtocol):
         self.peers: dict[int, UdpPeer] = {}
         self.captures: dict[int, VoiceCapture] = {}
         self.decrypt_errors = 0
+        self.dave_errors = 0
         self.unknown_packets = 0
+        # DAVE calls: (sender's user id, frame) → Opus, or None when it does not decrypt
+        self.dave_open: Callable[[int, bytes], bytes | None] | None = None
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -193,6 +196,12 @@ class VoiceUdp(asyncio.DatagramProtocol):
             self.decrypt_errors += 1
             log.error("fakediscord: could not decrypt RTP from ssrc %s", ssrc)
             return
+        if self.dave_open is not None and opus != OPUS_SILENCE:
+            frame = self.dave_open(peer.user_id, opus)
+            if frame is None:
+                self.dave_errors += 1
+                return
+            opus = frame
         capture = self.captures.get(ssrc)
         if capture is None:
             capture = self.captures[ssrc] = VoiceCapture(ssrc, peer.user_id)
