@@ -45,15 +45,21 @@ class DaveNetwork:
             message = queue.popleft()
             self.log.append(message)
             member = self.members.get(message.user_id)
-            if member is None:
-                continue
-            if message.op == OP_EXECUTE_TRANSITION:
-                assert isinstance(message.payload, dict)
-                member.execute_transition(int(message.payload["transition_id"]))
-                continue
-            assert isinstance(message.payload, bytes)
-            for op, reply in member.on_binary(message.op, message.payload, message.transition_id):
-                if op == 28:
-                    queue.extend(self.group.commit_welcome(member.user_id, reply))
-                elif op == 23:
-                    queue.extend(self.group.transition_ready(member.user_id, int(reply["transition_id"])))
+            if member is not None:
+                queue.extend(deliver(self.group, member, message))
+
+
+def deliver(group: DaveGroup, member: Member, message: Outgoing) -> list[Outgoing]:
+    """Hand one gateway message to a simulated member; returns what the group answers to its replies."""
+    if message.op == OP_EXECUTE_TRANSITION:
+        assert isinstance(message.payload, dict)
+        member.execute_transition(int(message.payload["transition_id"]))
+        return []
+    assert isinstance(message.payload, bytes)
+    out: list[Outgoing] = []
+    for op, reply in member.on_binary(message.op, message.payload, message.transition_id):
+        if op == 28:
+            out += group.commit_welcome(member.user_id, reply)
+        elif op == 23:
+            out += group.transition_ready(member.user_id, int(reply["transition_id"]))
+    return out

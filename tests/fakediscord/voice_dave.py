@@ -17,8 +17,9 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 
-from tests.davesim.group import OP_EXECUTE_TRANSITION, DaveGroup, Outgoing
-from tests.davesim.member import OP_COMMIT_WELCOME, OP_TRANSITION_READY, SimMember
+from tests.davesim.group import DaveGroup, Outgoing
+from tests.davesim.member import OP_COMMIT_WELCOME, SimMember
+from tests.davesim.network import deliver
 
 log = logging.getLogger("fakediscord")
 
@@ -83,15 +84,5 @@ class DaveCall:
                     await self.send_to_bot(message)
                     continue
                 member = self.members.get(message.user_id)
-                if member is None:
-                    continue
-                if message.op == OP_EXECUTE_TRANSITION:
-                    assert isinstance(message.payload, dict)
-                    member.execute_transition(int(message.payload["transition_id"]))
-                    continue
-                assert isinstance(message.payload, bytes)
-                for op, reply in member.on_binary(message.op, message.payload, message.transition_id):
-                    if op == OP_COMMIT_WELCOME:
-                        queue.extend(self.group.commit_welcome(member.user_id, reply))
-                    elif op == OP_TRANSITION_READY:
-                        queue.extend(self.group.transition_ready(member.user_id, int(reply["transition_id"])))
+                if member is not None:
+                    queue.extend(deliver(self.group, member, message))
