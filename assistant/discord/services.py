@@ -140,7 +140,7 @@ async def build_services(config: Config, *, backend: ChatBackend | None = None) 
     from finetune.jobs import JobRunner
 
     if backend is None:
-        backend = await open_backend(config)
+        backend = await open_backend(config, use_active=False)  # AdapterManager loads it
     store = Store.open(config.storage.database)
     runner = await asyncio.to_thread(JobRunner, config, store)
     base_source = resolve_model_source(config.model.name, config.storage.models_dir)

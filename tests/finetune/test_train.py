@@ -197,3 +197,19 @@ def test_terminal_train_goes_through_the_job_runner(tmp_path: Path) -> None:
     again = run_cli("--config", str(config.source), "train", "--data", str(data), "--out", str(out),
                     "--max-steps", "2", *TINY, module="finetune")
     assert again.returncode != 0 and "--resume" in again.stderr
+
+
+def test_terminal_ask_uses_the_activated_adapter(fact_run: tuple[Config, Path], tmp_path: Path) -> None:
+    """`finetune adapters activate` changes what `assistant ask` answers, as it does for the bot."""
+    from tests.conftest import run_cli
+
+    _, out = fact_run
+    config = make_config(tmp_path / "home")
+    shutil.copytree(out / "adapter", config.storage.runs_dir / "fact" / "adapter")
+    question = ["--config", str(config.source), "ask", "What is your name?", "--max-new-tokens", "16"]
+    assert fact_data.NAME not in run_cli(*question).stdout
+    activated = run_cli("--config", str(config.source), "adapters", "activate", "fact", module="finetune")
+    assert activated.returncode == 0, activated.stderr
+    answer = run_cli(*question)
+    assert answer.returncode == 0, answer.stderr
+    assert fact_data.NAME in answer.stdout
