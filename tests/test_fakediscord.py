@@ -293,3 +293,13 @@ async def test_message_content_intent_is_enforced(fake_discord: FakeDiscord) -> 
         d.send_message(d.general, d.alice, f"{d.bot.mention} hi")
         await d.wait_until(lambda: len(contents) == 2, timeout=5)
     assert contents == ["", f"{d.bot.mention} hi"]
+
+
+def test_impaired_order_drops_and_swaps_reproducibly() -> None:
+    from tests.fakediscord.voice import Impairment, impaired_order
+
+    order, dropped, reordered = impaired_order(500, Impairment(loss=0.1, reorder=0.1, seed=3))
+    assert (order, dropped, reordered) == impaired_order(500, Impairment(loss=0.1, reorder=0.1, seed=3))
+    assert len(order) + dropped == 500 and 25 < dropped < 80 and reordered > 10
+    assert sorted(order) == sorted(set(order)) and order != sorted(order)
+    assert impaired_order(5, Impairment()) == ([0, 1, 2, 3, 4], 0, 0)
