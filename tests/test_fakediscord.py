@@ -295,7 +295,7 @@ async def test_message_content_intent_is_enforced(fake_discord: FakeDiscord) -> 
     assert contents == ["", f"{d.bot.mention} hi"]
 
 
-def test_impaired_order_drops_and_swaps_reproducibly() -> None:
+async def test_impaired_order_drops_and_swaps_reproducibly() -> None:
     from tests.fakediscord.voice import Impairment, impaired_order
 
     order, dropped, reordered = impaired_order(500, Impairment(loss=0.1, reorder=0.1, seed=3))
