@@ -95,12 +95,7 @@ class VoiceSession:
         self._stop_playback()
         for task in list(self._tasks):
             task.cancel()
-        if self.dialog._playing is not None:  # noqa: SLF001 - the dialog owns no stop() of its own
-            self.dialog._playing.cancel()  # noqa: SLF001
-        for attempt in list(self.dialog._speculative.values()):  # noqa: SLF001
-            if attempt.task is not None:
-                attempt.task.cancel()
-        self.dialog._speculative.clear()  # noqa: SLF001
+        self.dialog.close()
 
     # -- events ----------------------------------------------------------------------------
     def _on_event(self, event: SpeechEvent) -> None:

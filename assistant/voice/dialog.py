@@ -89,6 +89,15 @@ class VoiceDialog:
                 attempt = self._start(event, speculative=False)
             asyncio.get_running_loop().create_task(self._deliver(attempt))
 
+    def close(self) -> None:
+        """Stop everything in flight: the answer being spoken and every speculative attempt (on `leave`)."""
+        if self._playing is not None:
+            self._playing.cancel()
+        for attempt in list(self._speculative.values()):
+            if attempt.task is not None:
+                attempt.task.cancel()
+        self._speculative.clear()
+
     def _discard(self, user_id: int) -> None:
         attempt = self._speculative.pop(user_id, None)
         if attempt is not None:

@@ -121,3 +121,16 @@ def test_latency_summary_and_percentiles() -> None:
     assert summary["first_audio"]["p95"] == pytest.approx(0.68)
     assert "p95" in log.format() and VoiceLatencyLog().format().startswith("voice: no")
     assert percentile([3.0, 1.0, 2.0], 50) == 2.0 and percentile([5.0], 95) == 5.0
+
+
+async def test_close_cancels_the_answer_and_every_speculative_attempt() -> None:
+    """`leave` must stop a spoken answer and any thinking at once."""
+    rig = Rig(hold_playback=True)
+    rig.event(Event.ENDED, user=1)
+    await settle()
+    assert rig.dialog.playing
+    rig.event(Event.PAUSED, user=2, end=2.0)  # user 2 pauses: a speculative attempt starts
+    rig.dialog.close()
+    await settle()
+    assert not rig.dialog.playing
+    assert rig.dialog._speculative == {}  # noqa: SLF001
