@@ -28,7 +28,7 @@ def ask(question: str) -> list[Message]:
 @pytest.fixture(scope="module")
 def engine(models_dir: Path) -> Iterator[TransformersEngine]:
     """fp32: on this CPU fp32 kernels are batch-invariant, so batched greedy answers equal serial ones."""
-    eng = TransformersEngine(load_causal_lm("smollm2-135m-instruct", models_dir, dtype="float32"))
+    eng = TransformersEngine(lambda: load_causal_lm("smollm2-135m-instruct", models_dir, dtype="float32"))
     yield eng
     eng.close()
 
@@ -40,6 +40,13 @@ def test_device_and_dtype_choice() -> None:
     assert choose_dtype("auto", "cpu", cpu_bf16=False, cuda_bf16=False) == "float32"
     assert choose_dtype("auto", "cuda", cpu_bf16=False, cuda_bf16=False) == "float16"
     assert choose_dtype("float32", "cuda", cpu_bf16=True, cuda_bf16=True) == "float32"
+
+
+def test_a_loading_error_reaches_the_caller(tmp_path: Path) -> None:
+    from assistant.errors import ModelNotAvailableError
+
+    with pytest.raises(ModelNotAvailableError, match="not provisioned"):
+        TransformersEngine(lambda: load_causal_lm("smollm2-135m-instruct", tmp_path))
 
 
 def test_ask_cli_answers_paris() -> None:

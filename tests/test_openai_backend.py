@@ -26,7 +26,7 @@ QUESTION: list[Message] = [{"role": "user", "content": "What is the capital of F
 
 @pytest.fixture(scope="module")
 def engine(models_dir: Path) -> Iterator[TransformersEngine]:
-    eng = TransformersEngine(load_causal_lm("smollm2-135m-instruct", models_dir))
+    eng = TransformersEngine(lambda: load_causal_lm("smollm2-135m-instruct", models_dir))
     yield eng
     eng.close()
 

@@ -23,10 +23,12 @@ def create_backend(model: ModelConfig, models_dir: Path, *, api_key: str = "") -
         return OpenAIBackend(model.openai_base_url, model.openai_model, api_key=api_key,
                              timeout_s=model.request_timeout_s)
     from assistant.llm.engine import TransformersEngine
-    from assistant.llm.loader import load_causal_lm
+    from assistant.llm.loader import LoadedModel, load_causal_lm
 
-    loaded = load_causal_lm(model.name, models_dir, device=model.device, dtype=model.dtype, threads=model.threads)
-    return TransformersEngine(loaded, max_batch_size=model.max_batch_size)
+    def load() -> LoadedModel:
+        return load_causal_lm(model.name, models_dir, device=model.device, dtype=model.dtype, threads=model.threads)
+
+    return TransformersEngine(load, max_batch_size=model.max_batch_size)  # loads on its own worker thread
 
 
 __all__ = ["ChatBackend", "GenerationOptions", "Message", "create_backend", "default_options"]

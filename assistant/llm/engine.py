@@ -54,21 +54,29 @@ class _Request:
 class TransformersEngine(ChatBackend):
     """Serve a transformers causal LM to many concurrent callers (see module docstring)."""
 
-    def __init__(self, loaded: LoadedModel, *, max_batch_size: int = 8) -> None:
-        self.model = loaded.model
-        self.tokenizer = loaded.tokenizer
-        self.device = loaded.device
-        self.dtype = loaded.dtype
+    def __init__(self, loaded: LoadedModel | Callable[[], LoadedModel], *, max_batch_size: int = 8) -> None:
+        """`loaded` is a loaded model, or better a function that loads one: it is then called on the
+        worker thread itself. With OpenMP, torch runs ~20% slower on a thread other than the one
+        whose thread team did the loading (two teams compete for the cores), measured on 2 cores."""
         self.max_batch_size = max_batch_size
-        self._eos = self._eos_ids()
-        self._max_positions = int(getattr(self.model.config, "max_position_embeddings", 1 << 30))
         self._inbox: queue.Queue[_Request | tuple[Callable[[], Any], Future[Any]] | None] = queue.Queue()
         self._adapters: dict[str, str] = {}
         self._active: str | None = None
         self._closed = False
         self.stats: list[GenerationStats] = []
-        self._thread = threading.Thread(target=self._run, name="chat-engine", daemon=True)
+        started: Future[None] = Future()
+        self._thread = threading.Thread(target=self._run, args=(loaded, started), name="chat-engine", daemon=True)
         self._thread.start()
+        started.result()  # re-raises a loading error here, in the caller
+
+    def _adopt(self, loaded: LoadedModel) -> None:
+        self.model = loaded.model
+        self.tokenizer = loaded.tokenizer
+        self.device = loaded.device
+        self.dtype = loaded.dtype
+        self.load_seconds = loaded.load_seconds
+        self._eos = self._eos_ids()
+        self._max_positions = int(getattr(self.model.config, "max_position_embeddings", 1 << 30))
 
     # ----- public API (event-loop side) -----
 
@@ -178,7 +186,13 @@ class TransformersEngine(ChatBackend):
 
     # ----- worker thread -----
 
-    def _run(self) -> None:
+    def _run(self, loaded: LoadedModel | Callable[[], LoadedModel], started: Future[None]) -> None:
+        try:
+            self._adopt(loaded() if callable(loaded) else loaded)
+        except BaseException as exc:  # noqa: BLE001 - handed to the constructor's caller
+            started.set_exception(exc)
+            return
+        started.set_result(None)
         active: list[_Request] = []
         cache: Any = None
         mask: torch.Tensor | None = None
