@@ -15,14 +15,9 @@ Provisioner = tuple[str, Callable[[Config, bool], str], Callable[[Config], list[
 
 def provisioners() -> list[Provisioner]:
     from assistant.llm import provisioning as llm
+    from assistant.speech import provision as speech
 
-    found: list[Provisioner] = [("llm", llm.fetch, llm.rows)]
-    try:
-        from assistant.speech import provision as speech
-    except ImportError:  # speech not installed in this build
-        return found
-    found.extend(speech.PROVISIONERS)
-    return found
+    return [("llm", llm.fetch, llm.rows), *speech.PROVISIONERS]
 
 
 def cmd_fetch(args: argparse.Namespace, config: Config) -> int:

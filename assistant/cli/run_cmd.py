@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import logging
 
 from assistant.config import Config
@@ -13,10 +12,6 @@ logger = logging.getLogger(__name__)
 
 def cmd_run(args: argparse.Namespace, config: Config) -> int:
     if config.discord_token:
-        if importlib.util.find_spec("assistant.discord.bot") is None:
-            print("error: this build has no Discord bot yet; unset "
-                  f"{config.discord.token_env} to talk in the terminal.")
-            return 2
         from assistant.discord.bot import run_bot
 
         return run_bot(config)

@@ -56,7 +56,7 @@ def select_rows(cache: Any, mask: torch.Tensor, keep: list[int]) -> torch.Tensor
 
 def positions_for_next(mask: torch.Tensor) -> torch.Tensor:
     """Position of the token about to be fed for each row: the number of real tokens before it."""
-    return mask.sum(dim=1, keepdim=True) - 1
+    return mask.sum(dim=1, keepdim=True)
 
 
 def prompt_positions(mask: torch.Tensor) -> torch.Tensor:

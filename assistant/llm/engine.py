@@ -307,7 +307,7 @@ class TransformersEngine(ChatBackend):
 
     def _step(self, active: list[_Request], cache: Any, mask: torch.Tensor) -> tuple[Any, torch.Tensor]:
         ids = torch.tensor([[r.next_token] for r in active], dtype=torch.long)
-        positions = batching.positions_for_next(mask).cpu() + 1
+        positions = batching.positions_for_next(mask)
         mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
         logits = self._forward(ids, mask, positions, cache, [r.adapter for r in active])
         self._take_tokens(active, logits)
