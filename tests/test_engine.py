@@ -27,8 +27,10 @@ def ask(question: str) -> list[Message]:
 
 @pytest.fixture(scope="module")
 def engine(models_dir: Path) -> Iterator[TransformersEngine]:
-    """fp32: on this CPU fp32 kernels are batch-invariant, so batched greedy answers equal serial ones."""
-    eng = TransformersEngine(lambda: load_causal_lm("smollm2-135m-instruct", models_dir, dtype="float32"))
+    """fp32: on this CPU fp32 kernels are batch-invariant, so batched greedy answers equal serial ones.
+    Prefix reuse is off here so the identity tests measure batching alone (it has its own test)."""
+    eng = TransformersEngine(lambda: load_causal_lm("smollm2-135m-instruct", models_dir, dtype="float32"),
+                             prefix_cache_entries=0)
     yield eng
     eng.close()
 
@@ -75,6 +77,28 @@ async def test_requests_joining_mid_generation_still_match(engine: TransformersE
         return await engine.complete(ask(QUESTIONS[i]), options)
 
     assert await asyncio.gather(*[late(i) for i in range(3)]) == alone
+
+
+async def test_a_conversation_prefills_only_its_new_turn_and_answers_the_same(
+        engine: TransformersEngine, models_dir: Path) -> None:
+    from assistant.conversation import Conversation
+
+    cached = TransformersEngine(lambda: load_causal_lm("smollm2-135m-instruct", models_dir, dtype="float32"))
+    try:
+        turns = ["What is the capital of France?", "And of Italy?", "Which of the two is bigger?",
+                 "Name a river in the first one."]
+        answers: dict[str, list[str]] = {}
+        for label, eng in (("reused", cached), ("full", engine)):
+            talk = Conversation(eng, system_prompt="You are a helpful, concise assistant.", reply_tokens=24)
+            answers[label] = ["".join([d async for d in talk.reply(t)]) for t in turns]
+        assert answers["reused"] == answers["full"]
+        later = cached.stats[-3:]
+        assert all(s.cached_tokens > 0 for s in later)
+        # only the new turn (and the template around it) was prefilled
+        assert all(s.prompt_tokens - s.cached_tokens < 30 for s in later), later
+        assert cached.prefix_cache.hits == 3
+    finally:
+        cached.close()
 
 
 async def test_stream_yields_deltas_that_add_up(engine: TransformersEngine) -> None:

@@ -43,6 +43,7 @@ class GenerationStats:
     queued_s: float  # submit -> first forward pass that includes this request
     first_token_s: float  # submit -> first token
     total_s: float
+    cached_tokens: int = 0  # prompt tokens reused from an earlier request (prefix cache), not prefilled
 
 
 class ChatBackend(abc.ABC):

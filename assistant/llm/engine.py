@@ -10,6 +10,9 @@ through `call_soon_threadsafe` into each request's asyncio queue.
 Adapters: the first LoRA adapter turns the model into a peft model; each row of a batch
 names its adapter (`adapter_names`, peft's mixed-batch inference), so base and adapted
 answers can be computed side by side and switching the active adapter needs no reload.
+
+Prefix reuse: each finished request leaves its keys/values in a small `PrefixCache`; a new
+prompt that starts the same way (the next turn of a conversation) prefills only the rest.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from assistant.errors import AdapterError, GenerationError
 from assistant.llm import batching
 from assistant.llm.base import ACTIVE_ADAPTER, ChatBackend, GenerationOptions, GenerationStats, Message
 from assistant.llm.loader import LoadedModel
+from assistant.llm.prefix_cache import PrefixCache
 
 logger = logging.getLogger(__name__)
 
@@ -49,16 +53,20 @@ class _Request:
     first_token: float = 0.0
     cancelled: bool = False
     generator: torch.Generator | None = None
+    cached_tokens: int = 0  # prompt tokens whose keys/values came from the prefix cache
 
 
 class TransformersEngine(ChatBackend):
     """Serve a transformers causal LM to many concurrent callers (see module docstring)."""
 
-    def __init__(self, loaded: LoadedModel | Callable[[], LoadedModel], *, max_batch_size: int = 8) -> None:
+    def __init__(self, loaded: LoadedModel | Callable[[], LoadedModel], *, max_batch_size: int = 8,
+                 prefix_cache_entries: int = 8) -> None:
         """`loaded` is a loaded model, or better a function that loads one: it is then called on the
         worker thread itself. With OpenMP, torch runs ~20% slower on a thread other than the one
-        whose thread team did the loading (two teams compete for the cores), measured on 2 cores."""
+        whose thread team did the loading (two teams compete for the cores), measured on 2 cores.
+        `prefix_cache_entries` = 0 turns prefix reuse off."""
         self.max_batch_size = max_batch_size
+        self.prefix_cache = PrefixCache(prefix_cache_entries)
         self._inbox: queue.Queue[_Request | tuple[Callable[[], Any], Future[Any]] | None] = queue.Queue()
         self._adapters: dict[str, str] = {}
         self._active: str | None = None
@@ -182,6 +190,7 @@ class TransformersEngine(ChatBackend):
         except (OSError, ValueError, RuntimeError, KeyError) as exc:
             raise AdapterError(f"Could not load the adapter {path}: {str(exc).splitlines()[0]}") from None
         self.model.eval()
+        self.prefix_cache.clear(name)  # keys/values computed with the old weights are stale
         self._adapters[name] = path
 
     # ----- worker thread -----
@@ -279,19 +288,30 @@ class TransformersEngine(ChatBackend):
         # Prompts of equal length are prefilled together, others apart: a padded prefill takes
         # another attention kernel, which in fp32 is the only thing that would make a greedy answer
         # depend on who else is asking (bf16 GEMMs on CPU are not batch-invariant in any case).
+        # A prompt whose beginning is in the prefix cache is prefilled alone, from that point on.
         now = time.perf_counter()
-        groups: dict[int, list[_Request]] = {}
+        reuse = batching.cache_supports_merge(cache) if cache is not None else True
+        groups: dict[Any, list[_Request]] = {}
+        hits: dict[int, Any] = {}
         for req in fresh:
             req.started = now
-            groups.setdefault(len(req.prompt), []).append(req)
+            hit = self.prefix_cache.lookup(req.prompt, req.adapter) if reuse else None
+            if hit is not None:
+                hits[id(req)] = hit
+                req.cached_tokens = hit.tokens
+                groups[("hit", id(req))] = [req]
+            else:
+                groups.setdefault(len(req.prompt), []).append(req)
         ordered: list[_Request] = []
         logit_parts = []
         for group in groups.values():
-            ids = torch.tensor([r.prompt for r in group], dtype=torch.long)
-            new_mask = torch.ones_like(ids)
-            new_cache = DynamicCache()
-            logit_parts.append(self._forward(ids, new_mask, batching.prompt_positions(new_mask), new_cache,
-                                             [r.adapter for r in group]))
+            hit = hits.get(id(group[0]))
+            past = hit.tokens if hit is not None else 0
+            ids = torch.tensor([r.prompt[past:] for r in group], dtype=torch.long)
+            new_mask = torch.ones((len(group), past + ids.shape[1]), dtype=torch.long)
+            new_cache = DynamicCache(hit.layers) if hit is not None else DynamicCache()
+            logit_parts.append(self._forward(ids, new_mask, batching.prompt_positions(new_mask)[:, past:],
+                                             new_cache, [r.adapter for r in group]))
             if cache is None or mask is None or not active and not ordered:
                 cache, mask = new_cache, new_mask.to(self.device)
             elif batching.cache_supports_merge(cache):
@@ -347,6 +367,8 @@ class TransformersEngine(ChatBackend):
             total = int(mask[i].sum()) + 1
             done = (req.next_token in self._eos or len(req.generated) >= req.options.max_new_tokens
                     or total >= self._max_positions)
+            if req.cancelled or done:
+                self._remember(req, i, cache, mask)
             if req.cancelled:
                 continue
             if done:
@@ -354,7 +376,8 @@ class TransformersEngine(ChatBackend):
                 self.stats.append(GenerationStats(
                     prompt_tokens=len(req.prompt), completion_tokens=len(req.generated),
                     queued_s=req.started - req.submitted,
-                    first_token_s=(req.first_token or now) - req.submitted, total_s=now - req.submitted))
+                    first_token_s=(req.first_token or now) - req.submitted, total_s=now - req.submitted,
+                    cached_tokens=req.cached_tokens))
                 del self.stats[:-1000]
                 req.deliver("done", None)
             else:
@@ -366,3 +389,16 @@ class TransformersEngine(ChatBackend):
         if not survivors:
             return mask[:0]
         return batching.select_rows(cache, mask, keep)
+
+    def _remember(self, req: _Request, row: int, cache: Any, mask: torch.Tensor) -> None:
+        """Keep a leaving row's keys/values for prompts that start the same way. Its real tokens
+        are the rightmost `n` columns (rows are left-padded): the prompt, then every generated
+        token that was fed back (the last one sampled never was)."""
+        if self.prefix_cache.max_entries <= 0 or not batching.cache_supports_merge(cache):
+            return
+        n = int(mask[row].sum())
+        tokens = (req.prompt + req.generated)[:n]
+        width = mask.shape[1]
+        self.prefix_cache.store(tokens, req.adapter, [(layer.keys[row:row + 1, :, width - n:, :],
+                                                       layer.values[row:row + 1, :, width - n:, :])
+                                                      for layer in cache.layers])
