@@ -14,14 +14,31 @@ from assistant.errors import GenerationError
 from assistant.llm.base import ChatBackend, GenerationOptions, Message
 
 
+TRIM_TO = 0.6  # once history must be trimmed, keep at most this share of the budget (see Conversation)
+
+
 def trim_history(system: list[Message], turns: list[Message], budget: int,
-                 count: Callable[[list[Message]], int]) -> list[Message]:
+                 count: Callable[[list[Message]], int], *, target: int | None = None) -> list[Message]:
     """The longest suffix of `turns` that, after `system`, fits in `budget` tokens.
 
-    Raises GenerationError when even the system prompt and the last turn do not fit.
+    With `target` (< budget): when everything does not fit, trim further, to `target`, if the
+    newest turn allows it. Raises GenerationError when even the system prompt and the last
+    turn do not fit in `budget`.
     """
     if not turns:
         return list(system)
+    if count(system + turns) <= budget:
+        return system + turns
+    if target is not None and target < budget:
+        try:
+            return _fitting_suffix(system, turns, target, count)
+        except GenerationError:
+            pass
+    return _fitting_suffix(system, turns, budget, count)
+
+
+def _fitting_suffix(system: list[Message], turns: list[Message], budget: int,
+                    count: Callable[[list[Message]], int]) -> list[Message]:
     start = 0
     while start < len(turns):
         candidate = system + turns[start:]
@@ -37,7 +54,13 @@ def trim_history(system: list[Message], turns: list[Message], budget: int,
 
 @dataclass
 class Conversation:
-    """One conversation's history (a terminal session, a Discord channel or thread, a voice call)."""
+    """One conversation's history (a terminal session, a Discord channel or thread, a voice call).
+
+    When the history outgrows the budget it is cut to `TRIM_TO` of it, not just below it, and
+    the cut is kept: the next turns then start with the same tokens, so the engine's prefix
+    cache serves them, instead of every turn dropping one more exchange and being prefilled
+    from scratch.
+    """
 
     backend: ChatBackend
     system_prompt: str = ""
@@ -52,7 +75,7 @@ class Conversation:
         content = f"{name}: {user_text}" if name else user_text
         turns = self.turns + [{"role": "user", "content": content}]
         budget = max(self.context_tokens - self.reply_tokens, 1)
-        return trim_history(self._system(), turns, budget, self.backend.count_tokens)
+        return trim_history(self._system(), turns, budget, self.backend.count_tokens, target=int(budget * TRIM_TO))
 
     async def reply(self, user_text: str, options: GenerationOptions | None = None, *,
                     name: str | None = None) -> AsyncIterator[str]:
@@ -63,8 +86,7 @@ class Conversation:
         async for delta in self.backend.stream(messages, options):
             parts.append(delta)
             yield delta
-        self.turns.append(messages[-1])
-        self.turns.append({"role": "assistant", "content": "".join(parts).strip()})
+        self.turns = messages[len(self._system()):] + [{"role": "assistant", "content": "".join(parts).strip()}]
 
     def reset(self) -> None:
         self.turns.clear()
