@@ -74,6 +74,7 @@ class SpeechConfig:
     voices: dict[str, str] = opt({})
     max_audio_seconds: float = opt(120.0, lo=1.0, hi=3600.0)
     max_audio_bytes: int = opt(25 * 1024 * 1024, lo=1024, hi=1 << 31)
+    first_clause_words: int = opt(3, lo=0, hi=100)
 
 
 @dataclass(frozen=True)

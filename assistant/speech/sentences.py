@@ -8,6 +8,11 @@ the moment it ends lets the first one play while the model is still writing the 
 once the character after its punctuation has arrived (a space, a newline, a capital), and
 never depends on how the text was chopped into deltas: the same text gives the same
 sentences whatever the chunking (a property the tests fuzz).
+
+For live speech the first piece matters most: with `first_clause_words`, the first piece may
+also end at a clause break (", " "; " ": " " — ") once it has that many words, so the voice
+starts after "The capital of France," instead of after the whole sentence; later pieces are
+whole sentences, which Piper phrases best.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ ABBREVIATIONS = frozenset({
     "e.g", "i.e", "dr", "mr", "mrs", "ms", "prof", "sr", "jr", "st", "vs", "no", "approx", "fig",
     "cf", "mt", "inc", "ltd", "co", "dept", "est", "vol", "ca", "a.m", "p.m", "u.s", "u.k",
 })
+CLAUSE_BREAKS = ",;:—"
 MAX_CHARS = 300  # a "sentence" with no punctuation is cut here, at a comma or space, so speech still starts
 _MARKDOWN = re.compile(r"(\*\*|__|\*|`+|^#+\s*|^\s*[-*+]\s+|^>\s*)", re.MULTILINE)
 _URL = re.compile(r"https?://\S+")
@@ -62,8 +68,10 @@ def _is_boundary(buf: str, start: int, end: int, nxt: int) -> bool | None:
 class SentenceSplitter:
     """Feed text deltas; get back each sentence once it is finished. Call `flush()` at the end."""
 
-    def __init__(self, max_chars: int = MAX_CHARS) -> None:
+    def __init__(self, max_chars: int = MAX_CHARS, *, first_clause_words: int = 0) -> None:
         self.max_chars = max_chars
+        self.first_clause_words = first_clause_words  # 0: the first piece is a sentence like the rest
+        self._emitted = False
         self._buf = ""
         self._pos = 0  # everything before this index has been scanned and holds no boundary
 
@@ -73,12 +81,14 @@ class SentenceSplitter:
 
     def flush(self) -> list[str]:
         rest, self._buf, self._pos = self._buf.strip(), "", 0
+        self._emitted = False  # the next feed starts a new text
         return [rest] if rest else []
 
     def _emit(self, out: list[str], cut: int) -> None:
         piece = self._buf[:cut].strip()
         if piece:
             out.append(piece)
+            self._emitted = True
         self._buf = self._buf[cut:].lstrip(" \t")
         self._pos = 0
 
@@ -103,6 +113,11 @@ class SentenceSplitter:
             ch = buf[i]
             if ch == "\n":
                 return i + 1
+            if ch in CLAUSE_BREAKS and self.first_clause_words and not self._emitted:
+                if i + 1 == len(buf):
+                    break  # "1," may become "1,000"
+                if buf[i + 1].isspace() and len(buf[:i].split()) >= self.first_clause_words:
+                    return i + 1
             if ch not in TERMINALS:
                 i += 1
                 continue
@@ -127,9 +142,9 @@ class SentenceSplitter:
         return None
 
 
-def split_sentences(text: str) -> list[str]:
+def split_sentences(text: str, *, first_clause_words: int = 0) -> list[str]:
     """All sentences of a finished text (the streaming splitter fed at once)."""
-    splitter = SentenceSplitter()
+    splitter = SentenceSplitter(first_clause_words=first_clause_words)
     return splitter.feed(text) + splitter.flush()
 
 

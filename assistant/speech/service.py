@@ -78,12 +78,13 @@ class SpeechService:
         """Audio for each sentence of a streamed reply, the first one before the reply is finished.
 
         The deltas are read by a separate task, so the text stream never waits on synthesis;
-        each sentence is spoken in a worker thread, in order.
+        each sentence is spoken in a worker thread, in order. The first piece may be a clause
+        (`speech.first_clause_words`): on a CPU each word of a sentence costs ~50 ms to generate.
         """
         queue: asyncio.Queue[object] = asyncio.Queue()
 
         async def read() -> None:
-            splitter = SentenceSplitter()
+            splitter = SentenceSplitter(first_clause_words=self.speech.first_clause_words)
             try:
                 if hasattr(text_deltas, "__aiter__"):
                     async for delta in text_deltas:  # type: ignore[union-attr]

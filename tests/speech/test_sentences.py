@@ -46,16 +46,33 @@ def test_speakable_strips_markdown_and_links() -> None:
     assert speakable("**Bold** and `code`, see https://example.com/x?y=1 now") == "Bold and code, see link now"
 
 
+@pytest.mark.parametrize("text, expected", [
+    ("The capital of France, as you know, is Paris. It is big, and old.",
+     ["The capital of France,", "as you know, is Paris.", "It is big, and old."]),
+    ("Yes, it is. Sure.", ["Yes, it is.", "Sure."]),  # too few words before the comma
+    ("We sold 1,000 of them; nobody complained.", ["We sold 1,000 of them;", "nobody complained."]),
+    ("Three words here: and a list.", ["Three words here:", "and a list."]),
+])
+def test_the_first_piece_may_end_at_a_clause_break(text: str, expected: list[str]) -> None:
+    assert split_sentences(text, first_clause_words=3) == expected
+    splitter = SentenceSplitter(first_clause_words=3)
+    assert splitter.feed("One two three,") == []  # "three,000" is still possible
+    assert splitter.feed(" four") == ["One two three,"]
+
+
 _words = st.sampled_from(["Hello", "there", "Dr.", "e.g.", "3.5", "it", "ends.", "why?", "wow!", "Then",
-                          "...", "I", "\n", "J.", "Smith", "U.S.", "ok", "\"yes.\"", "1.", "x"])
+                          "...", "I", "\n", "J.", "Smith", "U.S.", "ok", "\"yes.\"", "1.", "x", "so,", "1,000",
+                          "well;", "—", "note:"])
 
 
 @settings(max_examples=200, deadline=None)
-@given(words=st.lists(_words, max_size=40), cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=12))
-def test_chunking_never_changes_the_sentences_and_loses_no_text(words: list[str], cuts: list[int]) -> None:
+@given(words=st.lists(_words, max_size=40), cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=12),
+       first_clause_words=st.sampled_from([0, 1, 3]))
+def test_chunking_never_changes_the_sentences_and_loses_no_text(words: list[str], cuts: list[int],
+                                                                 first_clause_words: int) -> None:
     text = " ".join(words)
-    whole = split_sentences(text)
-    splitter = SentenceSplitter()
+    whole = split_sentences(text, first_clause_words=first_clause_words)
+    splitter = SentenceSplitter(first_clause_words=first_clause_words)
     streamed: list[str] = []
     points = sorted({c % (len(text) + 1) for c in cuts} | {0, len(text)})
     for a, b in zip(points, points[1:]):
