@@ -14,7 +14,7 @@ import asyncio
 import logging
 import queue
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import nextcord
@@ -76,10 +76,15 @@ async def wait_for_dave(vc: Any, timeout: float = DAVE_WAIT_S) -> bool:
     return True
 
 
-async def speak_deltas(vc: Any, speech: Any, deltas: AsyncIterator[str], source: FrameQueueSource) -> bool:
+async def speak_deltas(vc: Any, speech: Any, deltas: AsyncIterator[str], source: FrameQueueSource,
+                       before_play: Callable[[], Awaitable[None]] | None = None) -> bool:
     """Synthesise `deltas` sentence by sentence into `source`, starting playback after the
     first sentence (a newer answer replaces one still playing). False when nothing could play
-    (no DAVE key, or the call is gone). Leaves `source` open: the caller closes it."""
+    (no DAVE key, or the call is gone). Leaves `source` open: the caller closes it.
+
+    `before_play` is awaited once the first sentence is ready and before anything plays: a
+    speculative answer is prepared during the user's trailing silence and waits there until
+    the silence confirms the utterance ended; synthesis goes on meanwhile."""
     from assistant.audio import discord_frames
 
     if not await wait_for_dave(vc):
@@ -90,6 +95,8 @@ async def speak_deltas(vc: Any, speech: Any, deltas: AsyncIterator[str], source:
         frames = await asyncio.to_thread(lambda a=audio: list(discord_frames(a.samples, a.rate)))
         source.push(frames)
         if not started:
+            if before_play is not None:
+                await before_play()
             if not vc.is_connected():
                 return False
             if vc.is_playing():

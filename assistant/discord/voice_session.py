@@ -148,11 +148,17 @@ class VoiceSession:
                                     prompt=turn, reply="".join(parts).strip(),
                                     user_id=str(user_id) if user_id else None)
 
-    async def _speak(self, deltas: AsyncIterator[str], on_first_audio: Callable[[], None]) -> None:
+    async def _speak(self, deltas: AsyncIterator[str], on_first_audio: Callable[[], None], go: asyncio.Event) -> None:
+        """Synthesise at once, play once `go` is set (the utterance really ended); only then does
+        this answer's source become the one that barge-in and `leave` cut."""
         source = FrameQueueSource(on_first_frame=on_first_audio)
-        self._source = source
+
+        async def released() -> None:
+            await go.wait()
+            self._source = source
+
         try:
-            if await speak_deltas(self.vc, self.speech, deltas, source):
+            if await speak_deltas(self.vc, self.speech, deltas, source, before_play=released):
                 source.close()
                 await until_played(self.vc, source)
         finally:

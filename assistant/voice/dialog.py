@@ -4,14 +4,15 @@ Everything slow is injected so this logic is testable with any engines:
 
 - `recognize(audio) -> text` (16 kHz mono float32; whisper.cpp in production);
 - `answer(text, name) -> async iterator of text deltas` (`Conversation.reply(text, name=...)`);
-- `speak(deltas, on_first_audio) -> awaitable` plays the deltas as they come (sentence
-  splitter → TTS → Opus → the voice client), calling `on_first_audio()` when the first
-  packet goes out; `stop_playback()` cuts it.
+- `speak(deltas, on_first_audio, go) -> awaitable` turns the deltas into sound as they come
+  (sentence splitter → TTS → Opus) but plays nothing before the event `go` is set, then calls
+  `on_first_audio()` when the first packet goes out; `stop_playback()` cuts it.
 
-Recognition — and the start of generation — begin when the trailing silence reaches the
-speculative threshold (PAUSED); if the speaker goes on (RESUMED) that work is cancelled,
-which also keeps a half-generated answer out of the conversation history. Nothing is
-spoken before the utterance has really ended (ENDED).
+Recognition, generation *and synthesis* begin when the trailing silence reaches the
+speculative threshold (PAUSED), so the first words are ready to play the moment the silence
+confirms the end of the utterance (ENDED opens `go`). If the speaker goes on (RESUMED) that
+work is cancelled, which also keeps a half-generated answer out of the conversation history.
+Nothing is heard before the utterance has really ended.
 """
 
 from __future__ import annotations
@@ -45,12 +46,14 @@ class _Attempt:
     task: asyncio.Task[None] | None = None
     answering: bool | None = None  # None until the policy decided
     decided: asyncio.Event = field(default_factory=asyncio.Event)
+    go: asyncio.Event = field(default_factory=asyncio.Event)  # set at ENDED: playback may start
+    speaking: asyncio.Task[None] | None = None  # synthesis (then playback) of this attempt's answer
 
 
 class VoiceDialog:
     def __init__(self, *, recognize: Callable[[np.ndarray], Awaitable[str]],
                  answer: Callable[[str, str], AsyncIterator[str]],
-                 speak: Callable[[AsyncIterator[str], Callable[[], None]], Awaitable[None]],
+                 speak: Callable[[AsyncIterator[str], Callable[[], None], asyncio.Event], Awaitable[None]],
                  stop_playback: Callable[[], None], name_of: Callable[[int], str], policy: AnswerPolicy,
                  barge_in: str = "speaker", latency: VoiceLatencyLog | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -94,8 +97,7 @@ class VoiceDialog:
         if self._playing is not None:
             self._playing.cancel()
         for attempt in list(self._speculative.values()):
-            if attempt.task is not None:
-                attempt.task.cancel()
+            self._stop_tasks(attempt)
         self._speculative.clear()
 
     def _discard(self, user_id: int) -> None:
@@ -105,8 +107,13 @@ class VoiceDialog:
 
     def _cancel(self, attempt: _Attempt) -> None:
         self.discarded += 1
-        if attempt.task is not None:
-            attempt.task.cancel()
+        self._stop_tasks(attempt)
+
+    @staticmethod
+    def _stop_tasks(attempt: _Attempt) -> None:
+        for task in (attempt.task, attempt.speaking):
+            if task is not None:
+                task.cancel()
 
     def _start(self, event: SpeechEvent, *, speculative: bool) -> _Attempt:
         timing = VoiceTurnTiming(event.user_id, event.speech_end, speculative=speculative)
@@ -120,6 +127,9 @@ class VoiceDialog:
             text = (await self.recognize(audio)).strip()
             attempt.timing.recognised = self.clock()
             attempt.answering = self.policy.should_answer(attempt.user_id, text, self.clock())
+            if attempt.answering:  # synthesis starts now, during the silence; playback waits for `go`
+                attempt.speaking = asyncio.get_running_loop().create_task(
+                    self.speak(self._deltas(attempt), lambda: self._first_audio(attempt), attempt.go))
             attempt.decided.set()
             if not attempt.answering:
                 return
@@ -135,6 +145,10 @@ class VoiceDialog:
             attempt.decided.set()
             attempt.deltas.put_nowait(_END)
 
+    def _first_audio(self, attempt: _Attempt) -> None:
+        if attempt.timing.first_audio is None:
+            attempt.timing.first_audio = self.clock()
+
     async def _deltas(self, attempt: _Attempt) -> AsyncIterator[str]:
         while (item := await attempt.deltas.get()) is not _END:
             assert isinstance(item, str)
@@ -142,18 +156,14 @@ class VoiceDialog:
 
     async def _deliver(self, attempt: _Attempt) -> None:
         await attempt.decided.wait()
-        if not attempt.answering:
+        if not attempt.answering or attempt.speaking is None:
             return
         if self._playing is not None and not self._playing.done():  # a newer turn replaces the old answer
             self.stop_playback()
             self._playing.cancel()
         self.answering_user = attempt.user_id
-
-        def first_audio() -> None:
-            if attempt.timing.first_audio is None:
-                attempt.timing.first_audio = self.clock()
-
-        self._playing = asyncio.get_running_loop().create_task(self.speak(self._deltas(attempt), first_audio))
+        self._playing = attempt.speaking
+        attempt.go.set()
         self.latency.add(attempt.timing)
         with contextlib.suppress(asyncio.CancelledError):
             await self._playing

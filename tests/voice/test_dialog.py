@@ -19,7 +19,8 @@ class Rig:
                  hold_playback: bool = False) -> None:
         self.recognised: list[float] = []
         self.asked: list[tuple[str, str]] = []
-        self.spoken: list[str] = []
+        self.prepared: list[str] = []  # synthesised (may happen during the silence)
+        self.spoken: list[str] = []  # heard (only after `go`)
         self.stops = 0
         self.hold = hold_playback
         self.transcripts = transcripts or {}
@@ -38,8 +39,10 @@ class Rig:
             await asyncio.sleep(0)
             yield word
 
-    async def speak(self, deltas: AsyncIterator[str], first_audio: Callable[[], None]) -> None:
+    async def speak(self, deltas: AsyncIterator[str], first_audio: Callable[[], None], go: asyncio.Event) -> None:
         async for delta in deltas:
+            self.prepared.append(delta)
+            await go.wait()
             first_audio()
             self.spoken.append(delta)
         if self.hold:
@@ -63,6 +66,7 @@ async def test_speculative_recognition_is_used_when_the_silence_confirms_it() ->
     rig.event(Event.PAUSED)
     await settle()
     assert rig.asked and not rig.spoken, "generation starts during the silence, speaking does not"
+    assert rig.prepared == ["It "], "synthesis starts during the silence too"
     rig.event(Event.ENDED)
     await settle()
     assert rig.recognised == [1600] and rig.spoken == ["It ", "is ", "noon."]
@@ -81,6 +85,7 @@ async def test_speech_going_on_discards_the_speculative_turn() -> None:
     await settle()
     assert rig.dialog.discarded == 1
     assert rig.spoken == ["It ", "is ", "noon."], "only the final utterance is answered"
+    assert rig.prepared == ["It ", "It ", "is ", "noon."], "the discarded attempt was synthesised, never heard"
 
 
 async def test_ended_without_speculation_still_answers() -> None:
