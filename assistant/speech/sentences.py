@@ -10,9 +10,10 @@ never depends on how the text was chopped into deltas: the same text gives the s
 sentences whatever the chunking (a property the tests fuzz).
 
 For live speech the first piece matters most: with `first_clause_words`, the first piece may
-also end at a clause break (", " "; " ": " " — ") once it has that many words, so the voice
-starts after "The capital of France," instead of after the whole sentence; later pieces are
-whole sentences, which Piper phrases best.
+also end at a clause break (", " "; " ": " " — ") once it has that many words, or just before a
+word that starts a new phrase ("is", "and", "which" ...: "The capital city of France | is
+Paris."), so the voice starts after a few words instead of after the whole sentence, at a
+point where a speaker could pause. Later pieces are whole sentences, which Piper phrases best.
 """
 
 from __future__ import annotations
@@ -28,6 +29,12 @@ ABBREVIATIONS = frozenset({
     "cf", "mt", "inc", "ltd", "co", "dept", "est", "vol", "ca", "a.m", "p.m", "u.s", "u.k",
 })
 CLAUSE_BREAKS = ",;:—"
+# Words before which an English sentence can pause naturally (subject | predicate, clause | clause).
+PHRASE_STARTERS = frozenset({
+    "is", "are", "was", "were", "has", "have", "had", "will", "would", "can", "could", "should",
+    "and", "but", "or", "because", "which", "who", "that", "so", "if", "when", "where", "while",
+})
+_WORD_AT = re.compile(r"[A-Za-z']+")
 MAX_CHARS = 300  # a "sentence" with no punctuation is cut here, at a comma or space, so speech still starts
 _MARKDOWN = re.compile(r"(\*\*|__|\*|`+|^#+\s*|^\s*[-*+]\s+|^>\s*)", re.MULTILINE)
 _URL = re.compile(r"https?://\S+")
@@ -113,11 +120,17 @@ class SentenceSplitter:
             ch = buf[i]
             if ch == "\n":
                 return i + 1
-            if ch in CLAUSE_BREAKS and self.first_clause_words and not self._emitted:
+            if self.first_clause_words and not self._emitted and ch in CLAUSE_BREAKS + " ":
                 if i + 1 == len(buf):
-                    break  # "1," may become "1,000"
-                if buf[i + 1].isspace() and len(buf[:i].split()) >= self.first_clause_words:
-                    return i + 1
+                    break  # "1," may become "1,000"; the next word is unknown
+                if len(buf[:i].split()) >= self.first_clause_words:
+                    if ch != " " and buf[i + 1].isspace():
+                        return i + 1
+                    word = _WORD_AT.match(buf, i + 1) if ch == " " else None
+                    if word is not None and word.end() == len(buf):
+                        break  # "is" may become "island"
+                    if word is not None and word.group().lower() in PHRASE_STARTERS:
+                        return i
             if ch not in TERMINALS:
                 i += 1
                 continue

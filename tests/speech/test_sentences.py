@@ -52,17 +52,26 @@ def test_speakable_strips_markdown_and_links() -> None:
     ("Yes, it is. Sure.", ["Yes, it is.", "Sure."]),  # too few words before the comma
     ("We sold 1,000 of them; nobody complained.", ["We sold 1,000 of them;", "nobody complained."]),
     ("Three words here: and a list.", ["Three words here:", "and a list."]),
+    ("The capital city of France is Paris. It is big.", ["The capital city of France", "is Paris.", "It is big."]),
+    ("The answer is two.", ["The answer is two."]),  # only two words before "is"
+    ("Their island home is far.", ["Their island home", "is far."]),  # "island" is not "is"
 ])
 def test_the_first_piece_may_end_at_a_clause_break(text: str, expected: list[str]) -> None:
     assert split_sentences(text, first_clause_words=3) == expected
     splitter = SentenceSplitter(first_clause_words=3)
     assert splitter.feed("One two three,") == []  # "three,000" is still possible
     assert splitter.feed(" four") == ["One two three,"]
+    splitter = SentenceSplitter(first_clause_words=3)
+    assert splitter.feed("My three cats i") == []  # "i" may become "is" or "inside"
+    assert splitter.feed("s") == []
+    assert splitter.feed("land") == []
+    assert splitter.feed(" is") == []
+    assert splitter.feed(" far.") == ["My three cats island"]
 
 
 _words = st.sampled_from(["Hello", "there", "Dr.", "e.g.", "3.5", "it", "ends.", "why?", "wow!", "Then",
                           "...", "I", "\n", "J.", "Smith", "U.S.", "ok", "\"yes.\"", "1.", "x", "so,", "1,000",
-                          "well;", "—", "note:"])
+                          "well;", "—", "note:", "is", "island", "And"])
 
 
 @settings(max_examples=200, deadline=None)
