@@ -86,6 +86,7 @@ class VoiceConfig:
     silence_ms: int = opt(600, lo=100, hi=5000)
     vad: str = opt("webrtc", choices=("webrtc", "silero"))
     vad_aggressiveness: int = opt(2, lo=0, hi=3)
+    end_of_speech_db: float = opt(40.0, lo=0.0, hi=90.0)
     barge_in: str = opt("speaker", choices=("speaker", "anyone", "off"))
     debug_record_audio: bool = False
 

@@ -21,7 +21,7 @@ from assistant.voice.resample import Downsampler
 from assistant.voice.rtp import is_audio_rtp
 from assistant.voice.transport import TransportCipher
 from assistant.voice.turns import FRAME_SECONDS, Event, UtteranceSegmenter
-from assistant.voice.vad import make_vad
+from assistant.voice.vad import QuietTailGate, make_vad
 
 logger = logging.getLogger(__name__)
 
@@ -58,12 +58,14 @@ class ReceiveStats:
 class SpeakerAudio:
     """One speaker's audio chain, from Opus frames to segmenter events."""
 
-    def __init__(self, user_id: int, *, silence_s: float, speculative_s: float, vad: str, aggressiveness: int) -> None:
+    def __init__(self, user_id: int, *, silence_s: float, speculative_s: float, vad: str, aggressiveness: int,
+                 end_of_speech_db: float = 40.0) -> None:
         self.user_id = user_id
         self.jitter = JitterBuffer()
         self.decoder = OpusDecoder()
         self.downsample = Downsampler()
         self.vad = make_vad(vad, aggressiveness)
+        self.tail_gate = QuietTailGate(end_of_speech_db)
         self.segmenter = UtteranceSegmenter(silence_s, speculative_s)
         self._pre_roll: list[np.ndarray] = []
         self._utterance: list[np.ndarray] = []
@@ -86,6 +88,7 @@ class SpeakerAudio:
         return events
 
     def _frame(self, frame: np.ndarray, speech: bool, at: float) -> list[SpeechEvent]:
+        speech = self.tail_gate(frame, speech, self.segmenter.speaking)
         if self.segmenter.speaking:
             self._utterance.append(frame)
         else:
@@ -122,10 +125,11 @@ class VoiceReceiver:
 
     def __init__(self, cipher: Callable[[], TransportCipher | None], dave: DaveReceiver,
                  on_event: Callable[[SpeechEvent], None], *, silence_s: float = 0.6, speculative_s: float = 0.2,
-                 vad: str = "webrtc", aggressiveness: int = 2, ignore_user: int | None = None) -> None:
+                 vad: str = "webrtc", aggressiveness: int = 2, end_of_speech_db: float = 40.0,
+                 ignore_user: int | None = None) -> None:
         self._cipher, self.dave, self.on_event = cipher, dave, on_event
         self._options = {"silence_s": silence_s, "speculative_s": speculative_s, "vad": vad,
-                         "aggressiveness": aggressiveness}
+                         "aggressiveness": aggressiveness, "end_of_speech_db": end_of_speech_db}
         make_vad(vad, aggressiveness)  # a bad setting fails at start, not on the first packet
         self.ignore_user = ignore_user
         self.ssrc_users: dict[int, int] = {}

@@ -35,6 +35,31 @@ class WebRtcVad:
         return out
 
 
+class QuietTailGate:
+    """Counts a voiced frame as silence when it is more than `floor_db` below the loudest voiced
+    frame of the utterance so far (only while someone is speaking).
+
+    Why: webrtc VAD smooths its decisions for telephony and keeps saying "speech" for ~150 ms
+    after a voice has faded (measured on Piper speech: 145 ms at aggressiveness 2, 40 ms with
+    this gate at 40 dB). Every one of those ms delays the end of the utterance, and the answer.
+    Relative to the speaker's own level, so a quiet microphone is not cut short; noise louder
+    than the floor still counts as speech, as before.
+    """
+
+    def __init__(self, floor_db: float = 40.0) -> None:
+        self.ratio = 10 ** (-floor_db / 20) if floor_db > 0 else 0.0
+        self.peak = 0.0
+
+    def __call__(self, frame: np.ndarray, speech: bool, speaking: bool) -> bool:
+        if not speech:
+            if not speaking:
+                self.peak = 0.0  # between utterances: the next one sets its own level
+            return False
+        rms = float(np.sqrt(np.mean(np.square(frame, dtype=np.float64))))
+        self.peak = max(self.peak, rms)
+        return not speaking or rms >= self.peak * self.ratio
+
+
 def make_vad(kind: str, aggressiveness: int) -> WebRtcVad:
     if kind != "webrtc":
         raise ConfigError(f"voice.vad = {kind!r} is not available in this build; set voice.vad = \"webrtc\".")

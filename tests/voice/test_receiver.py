@@ -100,7 +100,9 @@ def test_ten_percent_loss_and_reordering_keeps_the_utterance_whole_and_similar()
     lossy.play(impair(lossy.member(2, 20).talk(speech), loss=0.1, reorder=0.1))
     (a,), (b,) = clean.utterances(), lossy.utterances()
     assert a.audio is not None and b.audio is not None
-    assert abs((b.speech_end - b.speech_start) - 2.0) <= 0.2
+    assert abs((a.speech_end - a.speech_start) - 2.0) <= 0.06
+    # lost packets near the end are concealed by a fading guess, which is not speech: up to 0.25 s short
+    assert abs((b.speech_end - b.speech_start) - 2.0) <= 0.25
     assert lossy.receiver.stats.concealed > 5
     n = min(len(a.audio), len(b.audio))
     spectrum = [np.abs(np.fft.rfft(x[:n])) for x in (a.audio, b.audio)]

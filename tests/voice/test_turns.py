@@ -140,3 +140,20 @@ def test_unavailable_vad_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="webrtc"):
         make_vad("silero", 2)
     assert isinstance(make_vad("webrtc", 0), WebRtcVad)
+
+
+def test_quiet_tail_gate_ends_speech_where_the_voice_fades() -> None:
+    from assistant.voice.vad import QuietTailGate
+
+    gate = QuietTailGate(40.0)
+    loud, faded = np.full(320, 0.3, np.float32), np.full(320, 0.002, np.float32)  # -43.5 dB below
+    assert gate(loud, True, speaking=False) and gate(loud, True, speaking=True)
+    assert not gate(faded, True, speaking=True), "the VAD's faded tail counts as silence"
+    assert gate(np.full(320, 0.01, np.float32), True, speaking=True), "-29.5 dB is still speech"
+    assert not gate(loud, False, speaking=True), "the VAD's silence is never overruled"
+    # between utterances the level resets: a quiet speaker's next utterance is not gated away
+    assert not gate(faded, False, speaking=False)
+    assert gate(faded, True, speaking=False) and gate(faded, True, speaking=True)
+    off = QuietTailGate(0)
+    assert off(loud, True, speaking=True) and off(faded, True, speaking=True)
+

@@ -33,7 +33,8 @@ class VoiceListener:
         self.dave = DaveReceiver(voice_client.dave_session)
         self.receiver = VoiceReceiver(
             self._cipher, self.dave, on_event, silence_s=config.silence_ms / 1000, speculative_s=SPECULATIVE_S,
-            vad=config.vad, aggressiveness=config.vad_aggressiveness, ignore_user=voice_client.user.id)
+            vad=config.vad, aggressiveness=config.vad_aggressiveness, end_of_speech_db=config.end_of_speech_db,
+            ignore_user=voice_client.user.id)
         self._cipher_cache: tuple[Any, TransportCipher | None] = (None, None)
         self._socket: socket.socket | None = None
         self._ticker: asyncio.Task[None] | None = None
