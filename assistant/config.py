@@ -74,7 +74,7 @@ class SpeechConfig:
     voices: dict[str, str] = opt({})
     max_audio_seconds: float = opt(120.0, lo=1.0, hi=3600.0)
     max_audio_bytes: int = opt(25 * 1024 * 1024, lo=1024, hi=1 << 31)
-    first_clause_words: int = opt(3, lo=0, hi=100)
+    first_clause_words: int = opt(2, lo=0, hi=100)
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,7 @@ class VoiceConfig:
     wake_words: list[str] = opt(["assistant"])
     follow_up_s: float = opt(30.0, lo=0.0, hi=3600.0)
     silence_ms: int = opt(600, lo=100, hi=5000)
+    speculate_after_ms: int = opt(150, lo=0, hi=5000)
     vad: str = opt("webrtc", choices=("webrtc", "silero"))
     vad_aggressiveness: int = opt(2, lo=0, hi=3)
     end_of_speech_db: float = opt(40.0, lo=0.0, hi=90.0)

@@ -99,7 +99,6 @@ def summary(rows: list[dict[str, float]], key: str) -> str:
 
 
 async def bench(turns: int, baseline_turns: int, tokens: int) -> list[str]:
-    import assistant.discord.voice_recv.listener as listener_module
     from assistant.llm import create_backend
     from assistant.speech.service import SpeechService
     from tests.discord.conftest import bot_config, running_bot
@@ -113,14 +112,14 @@ async def bench(turns: int, baseline_turns: int, tokens: int) -> list[str]:
         clips.append(resample(audio.samples, audio.rate, RATE, layout="stereo", fmt="s16"))
     backend = create_backend(repo_config.model, repo_config.storage.models_dir)
     results: dict[str, list[dict[str, float]]] = {}
-    speculative_s = listener_module.SPECULATIVE_S
+    discarded: dict[str, int] = {}
     try:
         for label, count in (("ours", turns), ("baseline", baseline_turns)):
-            listener_module.SPECULATIVE_S = speculative_s if label == "ours" else 10.0
+            speculate = repo_config.voice.speculate_after_ms if label == "ours" else 0
             with tempfile.TemporaryDirectory() as tmp:
                 async with FakeDiscord() as server:
                     config = bot_config(Path(tmp), repo_config, server, model={"max_new_tokens": tokens},
-                                        voice={"answer_mode": "everyone"})
+                                        voice={"answer_mode": "everyone", "speculate_after_ms": speculate})
                     async with running_bot(server, config, backend) as bot:
                         server.join_voice(server.alice)
                         server.send_message(server.general, server.alice, "!join")
@@ -129,18 +128,20 @@ async def bench(turns: int, baseline_turns: int, tokens: int) -> list[str]:
                         session = next(iter(bot.get_cog("Voice").sessions.values()))
                         await run_turns(server, session, clips[:1], 1)  # warm-up: loads whisper and Piper
                         results[label] = await run_turns(server, session, clips, count)
+                        discarded[label] = session.dialog.discarded
     finally:
-        listener_module.SPECULATIVE_S = speculative_s
         backend.close()  # type: ignore[attr-defined]
 
     ours, base = results["ours"], results["baseline"]
-    p50 = statistics.median(r["outside_first_audio"] for r in ours)
-    p50_base = statistics.median(r["outside_first_audio"] for r in base)
+    p50 = percentile([r["outside_first_audio"] for r in ours], 50)  # the same nearest rank as the table
+    p50_base = percentile([r["outside_first_audio"] for r in base], 50)
     seconds = [len(c) / RATE for c in clips]
     lines = [
         f"Load average at start: {os.getloadavg()[0]:.2f} (other work shares these cores). "
         f"Questions: {len(clips)} Piper-spoken clips, {min(seconds):.1f}–{max(seconds):.1f} s "
-        f"(mean {statistics.mean(seconds):.1f} s), cycled; `voice.silence_ms` = {repo_config.voice.silence_ms}; "
+        f"(mean {statistics.mean(seconds):.1f} s), cycled; `voice.silence_ms` = {repo_config.voice.silence_ms}, "
+        f"`voice.speculate_after_ms` = {repo_config.voice.speculate_after_ms}, "
+        f"`speech.first_clause_words` = {repo_config.speech.first_clause_words}; "
         f"max_new_tokens = {tokens}; XChaCha20/AES-GCM transport, no DAVE.",
         "",
         "## End of speech → first reply audio packet (outside clock: real end of speech → packet at the server)",
@@ -164,7 +165,8 @@ async def bench(turns: int, baseline_turns: int, tokens: int) -> list[str]:
         lines.append(f"| {label} | {summary(rows, 'recognised')} | {summary(rows, 'first_token')} | "
                      f"{summary(rows, 'first_audio')} |")
     spec = sum(1 for r in ours if r.get("speculative"))
-    lines += ["", f"Turns whose transcript came from the speculative recognition: {spec}/{len(ours)}.",
+    lines += ["", f"Turns whose transcript came from the speculative recognition: {spec}/{len(ours)}; "
+              f"speculative attempts thrown away because the speaker went on: {discarded['ours']}.",
               f"The bot's VAD placed the end of speech {summary(ours, 'vad_lag').replace(' | ', ' ms (p50) / ')} ms "
               "(p95) after the real end: the outside clock includes this, the inside one starts there."]
     return lines

@@ -18,7 +18,7 @@ speech_end, audio)`; `kind` is an `assistant.voice.turns.Event`:
 
 - STARTED: someone began speaking (decide barge-in with `turns.should_barge_in`, then
   `vc.stop()` to cut playback);
-- PAUSED: 200 ms of trailing silence; `audio` (16 kHz mono float32) is the utterance so far:
+- PAUSED: `voice.speculate_after_ms` of trailing silence; `audio` (16 kHz mono float32) is the utterance so far:
   start recognising (and generating) speculatively;
 - RESUMED: they went on: discard that speculative work;
 - ENDED: `voice.silence_ms` of silence; `audio` is the whole utterance. If a speculative

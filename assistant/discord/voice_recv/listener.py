@@ -21,7 +21,6 @@ from assistant.discord.voice_recv.client import (
 logger = logging.getLogger(__name__)
 
 TICK_S = 0.02
-SPECULATIVE_S = 0.2  # trailing silence after which recognition starts speculatively
 
 
 class VoiceListener:
@@ -32,7 +31,8 @@ class VoiceListener:
         self.vc = voice_client
         self.dave = DaveReceiver(voice_client.dave_session)
         self.receiver = VoiceReceiver(
-            self._cipher, self.dave, on_event, silence_s=config.silence_ms / 1000, speculative_s=SPECULATIVE_S,
+            self._cipher, self.dave, on_event, silence_s=config.silence_ms / 1000,
+            speculative_s=config.speculate_after_ms / 1000 if config.speculate_after_ms else config.silence_ms / 1000,
             vad=config.vad, aggressiveness=config.vad_aggressiveness, end_of_speech_db=config.end_of_speech_db,
             ignore_user=voice_client.user.id)
         self._cipher_cache: tuple[Any, TransportCipher | None] = (None, None)
