@@ -67,8 +67,9 @@ class SpeechService:
     async def transcribe(self, audio: AudioInput, *, language: str | None = None) -> Transcript:
         return await asyncio.to_thread(self.transcribe_sync, audio, language=language)
 
-    def synthesize_sync(self, text: str, *, language: str | None = None, voice: str | None = None) -> SpeechAudio:
-        return self.voices.synthesize(speakable(text) or text, voice=voice, language=language)
+    def synthesize_sync(self, text: str, *, language: str | None = None, voice: str | None = None,
+                        steady: bool = False) -> SpeechAudio:
+        return self.voices.synthesize(speakable(text) or text, voice=voice, language=language, steady=steady)
 
     async def synthesize(self, text: str, language: str | None = None, *, voice: str | None = None) -> SpeechAudio:
         return await asyncio.to_thread(self.synthesize_sync, text, language=language, voice=voice)

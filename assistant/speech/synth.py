@@ -112,15 +112,23 @@ class VoiceLibrary:
             self._locks[name] = threading.Lock()
             return loaded
 
-    def synthesize(self, text: str, *, voice: str | None = None, language: str | None = None) -> SpeechAudio:
-        """Speak `text` with the chosen voice; raises AudioError when there is nothing to say."""
+    def synthesize(self, text: str, *, voice: str | None = None, language: str | None = None,
+                   steady: bool = False) -> SpeechAudio:
+        """Speak `text` with the chosen voice; raises AudioError when there is nothing to say.
+
+        Piper samples its prosody noise at random, so the same text sounds slightly different
+        each time; `steady` turns that noise off: the same text, the same samples (tests, caches).
+        """
         if not text or not text.strip():
             raise AudioError("There is no text to speak; give some words.")
         name = self.choose(voice=voice, language=language)
         piper_voice = self.load(name)
         started = time.perf_counter()
         with self._locks[name]:
-            chunks = [c.audio_float_array for c in piper_voice.synthesize(text)]
+            from piper import SynthesisConfig
+
+            settings = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0) if steady else None
+            chunks = [c.audio_float_array for c in piper_voice.synthesize(text, syn_config=settings)]
         rate = int(piper_voice.config.sample_rate)
         samples = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
         if samples.size == 0:

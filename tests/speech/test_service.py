@@ -9,6 +9,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from assistant.config import Config
@@ -132,3 +133,9 @@ def test_cli_bad_inputs_give_one_friendly_line(tmp_path: Path, speech_config: Co
     assert not (tmp_path / "x.wav").exists()
     with pytest.raises(NoSpeechError):
         transcribe_file(speech_config, silent)
+
+
+def test_steady_synthesis_gives_the_same_samples_every_time(service: SpeechService) -> None:
+    first = service.synthesize_sync("Turn off the lights in the kitchen.", steady=True)
+    again = service.synthesize_sync("Turn off the lights in the kitchen.", steady=True)
+    assert np.array_equal(first.samples, again.samples) and first.seconds > 1.0
