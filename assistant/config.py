@@ -42,7 +42,7 @@ class ModelConfig:
     top_p: float = opt(1.0, lo=0.0, hi=1.0)
     context_tokens: int = opt(2048, lo=64, hi=1_000_000)
     max_batch_size: int = opt(8, lo=1, hi=256)
-    prefix_cache_entries: int = opt(8, lo=0, hi=1024)
+    prefix_cache_mb: int = opt(256, lo=0, hi=1 << 20)
     adapter: str = ""
     openai_base_url: str = "http://127.0.0.1:8080/v1"
     openai_model: str = "default"

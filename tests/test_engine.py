@@ -30,7 +30,7 @@ def engine(models_dir: Path) -> Iterator[TransformersEngine]:
     """fp32: on this CPU fp32 kernels are batch-invariant, so batched greedy answers equal serial ones.
     Prefix reuse is off here so the identity tests measure batching alone (it has its own test)."""
     eng = TransformersEngine(lambda: load_causal_lm("smollm2-135m-instruct", models_dir, dtype="float32"),
-                             prefix_cache_entries=0)
+                             prefix_cache_mb=0)
     yield eng
     eng.close()
 

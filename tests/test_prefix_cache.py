@@ -79,6 +79,20 @@ def test_clear_one_adapter_and_disabled_cache() -> None:
     cache.store([1, 2], "tuned", kv([1, 2]))
     cache.clear("tuned")
     assert cache.lookup([1, 2, 3], "tuned") is None and cache.lookup([1, 2, 3], "base") is not None
-    off = PrefixCache(max_entries=0)
+    off = PrefixCache(max_bytes=0)
     off.store(list(range(64)), "base", kv(list(range(64))))
     assert len(off) == 0 and off.lookup(list(range(65)), "base") is None
+
+
+def test_the_memory_budget_evicts_least_recently_used_entries() -> None:
+    entry_bytes = 2 * 2 * 10 * 4  # 2 layers x (keys + values) x 10 tokens x float32
+    cache = PrefixCache(max_bytes=2 * entry_bytes, min_tokens=1)
+    for first in (100, 200, 300):
+        cache.store(list(range(first, first + 10)), "base", kv(list(range(first, first + 10))))
+    assert len(cache) == 2 and cache.bytes == 2 * entry_bytes
+    assert cache.lookup(list(range(100, 111)), "base") is None  # the oldest went first
+    assert cache.lookup(list(range(300, 311)), "base") is not None
+    cache.store(list(range(50)), "base", kv(list(range(50))))  # larger than the whole budget: not kept
+    assert len(cache) == 2
+    cache.clear()
+    assert len(cache) == 0 and cache.bytes == 0

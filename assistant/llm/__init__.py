@@ -29,7 +29,7 @@ def create_backend(model: ModelConfig, models_dir: Path, *, api_key: str = "") -
         return load_causal_lm(model.name, models_dir, device=model.device, dtype=model.dtype, threads=model.threads)
 
     return TransformersEngine(load, max_batch_size=model.max_batch_size,
-                             prefix_cache_entries=model.prefix_cache_entries)  # loads on its own worker thread
+                             prefix_cache_mb=model.prefix_cache_mb)  # loads on its own worker thread
 
 
 __all__ = ["ChatBackend", "GenerationOptions", "Message", "create_backend", "default_options"]

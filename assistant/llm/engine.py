@@ -60,13 +60,13 @@ class TransformersEngine(ChatBackend):
     """Serve a transformers causal LM to many concurrent callers (see module docstring)."""
 
     def __init__(self, loaded: LoadedModel | Callable[[], LoadedModel], *, max_batch_size: int = 8,
-                 prefix_cache_entries: int = 8) -> None:
+                 prefix_cache_mb: int = 256) -> None:
         """`loaded` is a loaded model, or better a function that loads one: it is then called on the
         worker thread itself. With OpenMP, torch runs ~20% slower on a thread other than the one
         whose thread team did the loading (two teams compete for the cores), measured on 2 cores.
-        `prefix_cache_entries` = 0 turns prefix reuse off."""
+        `prefix_cache_mb` = 0 turns prefix reuse off."""
         self.max_batch_size = max_batch_size
-        self.prefix_cache = PrefixCache(prefix_cache_entries)
+        self.prefix_cache = PrefixCache(prefix_cache_mb << 20)
         self._inbox: queue.Queue[_Request | tuple[Callable[[], Any], Future[Any]] | None] = queue.Queue()
         self._adapters: dict[str, str] = {}
         self._active: str | None = None
@@ -394,7 +394,7 @@ class TransformersEngine(ChatBackend):
         """Keep a leaving row's keys/values for prompts that start the same way. Its real tokens
         are the rightmost `n` columns (rows are left-padded): the prompt, then every generated
         token that was fed back (the last one sampled never was)."""
-        if self.prefix_cache.max_entries <= 0 or not batching.cache_supports_merge(cache):
+        if not self.prefix_cache.enabled or not batching.cache_supports_merge(cache):
             return
         n = int(mask[row].sum())
         tokens = (req.prompt + req.generated)[:n]

@@ -7,7 +7,8 @@ first word. Keeping the KV of each finished request and matching new prompts aga
 longest common prefix makes the prefill proportional to what is new.
 
 Entries are per adapter (a LoRA adapter changes the keys and values), least recently used
-entries are evicted first, and the tensors are private copies (never views of a running
+entries are evicted first once the store passes its memory budget (a 7B model's KV is ~0.5 MB a
+token, SmolLM2-135M's 23 kB), and the tensors are private copies (never views of a running
 batch, which would keep the whole batch alive and could change under us). Matching works on
 token ids, so a history whose last answer re-tokenizes differently still reuses everything
 before that point.
@@ -38,11 +39,12 @@ def common_prefix(a: list[int] | tuple[int, ...], b: list[int] | tuple[int, ...]
 
 
 class PrefixCache:
-    """A small LRU store of (adapter, token ids) → KV tensors."""
+    """A small LRU store of (adapter, token ids) → KV tensors, bounded in bytes and entries."""
 
-    def __init__(self, max_entries: int = 8, min_tokens: int = 32) -> None:
-        self.max_entries, self.min_tokens = max_entries, min_tokens
+    def __init__(self, max_bytes: int = 256 << 20, *, max_entries: int = 64, min_tokens: int = 32) -> None:
+        self.max_bytes, self.max_entries, self.min_tokens = max_bytes, max_entries, min_tokens
         self._entries: OrderedDict[tuple[str, tuple[int, ...]], Layers] = OrderedDict()
+        self.bytes = 0
         self.hits = 0
         self.misses = 0
         self.reused_tokens = 0
@@ -53,7 +55,7 @@ class PrefixCache:
     def lookup(self, prompt: list[int], adapter: str) -> PrefixHit | None:
         """The longest stored prefix of `prompt` (at least `min_tokens`), leaving at least one
         prompt token to prefill: the model needs one forward pass to give the next token."""
-        if self.max_entries <= 0:
+        if not self.enabled:
             return None
         best_key, best = None, 0
         for key in self._entries:
@@ -73,7 +75,8 @@ class PrefixCache:
     def store(self, tokens: list[int], adapter: str, layers: Layers) -> None:
         """Remember `layers` (copied) as the KV of `tokens`. An entry that is a prefix of the new
         one is replaced by it; nothing is stored if an entry already covers `tokens`."""
-        if self.max_entries <= 0 or len(tokens) < self.min_tokens:
+        size = sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in layers)
+        if not self.enabled or len(tokens) < self.min_tokens or size > self.max_bytes:
             return
         key_tokens = tuple(tokens)
         for key in list(self._entries):
@@ -84,14 +87,23 @@ class PrefixCache:
                 self._entries.move_to_end(key)
                 return
             if shared == len(key[1]):  # the old entry is a prefix of the new one
-                del self._entries[key]
+                self._drop(key)
         self._entries[(adapter, key_tokens)] = [(k.clone(memory_format=torch.contiguous_format),
                                                   v.clone(memory_format=torch.contiguous_format)) for k, v in layers]
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+        self.bytes += size
+        while len(self._entries) > self.max_entries or self.bytes > self.max_bytes:
+            self._drop(next(iter(self._entries)))
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_bytes > 0 and self.max_entries > 0
+
+    def _drop(self, key: tuple[str, tuple[int, ...]]) -> None:
+        layers = self._entries.pop(key)
+        self.bytes -= sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in layers)
 
     def clear(self, adapter: str | None = None) -> None:
         """Forget everything (or one adapter's entries: its weights changed)."""
         for key in list(self._entries):
             if adapter is None or key[0] == adapter:
-                del self._entries[key]
+                self._drop(key)
