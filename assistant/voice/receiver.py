@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -59,12 +60,12 @@ class SpeakerAudio:
     """One speaker's audio chain, from Opus frames to segmenter events."""
 
     def __init__(self, user_id: int, *, silence_s: float, speculative_s: float, vad: str, aggressiveness: int,
-                 end_of_speech_db: float = 40.0) -> None:
+                 end_of_speech_db: float = 40.0, vad_model: Path | None = None) -> None:
         self.user_id = user_id
         self.jitter = JitterBuffer()
         self.decoder = OpusDecoder()
         self.downsample = Downsampler()
-        self.vad = make_vad(vad, aggressiveness)
+        self.vad = make_vad(vad, aggressiveness, vad_model)
         self.tail_gate = QuietTailGate(end_of_speech_db)
         self.segmenter = UtteranceSegmenter(silence_s, speculative_s)
         self._pre_roll: list[np.ndarray] = []
@@ -126,11 +127,12 @@ class VoiceReceiver:
     def __init__(self, cipher: Callable[[], TransportCipher | None], dave: DaveReceiver,
                  on_event: Callable[[SpeechEvent], None], *, silence_s: float = 0.6, speculative_s: float = 0.2,
                  vad: str = "webrtc", aggressiveness: int = 2, end_of_speech_db: float = 40.0,
-                 ignore_user: int | None = None) -> None:
+                 vad_model: Path | None = None, ignore_user: int | None = None) -> None:
         self._cipher, self.dave, self.on_event = cipher, dave, on_event
         self._options = {"silence_s": silence_s, "speculative_s": speculative_s, "vad": vad,
-                         "aggressiveness": aggressiveness, "end_of_speech_db": end_of_speech_db}
-        make_vad(vad, aggressiveness)  # a bad setting fails at start, not on the first packet
+                         "aggressiveness": aggressiveness, "end_of_speech_db": end_of_speech_db,
+                         "vad_model": vad_model}
+        make_vad(vad, aggressiveness, vad_model)  # a bad setting fails at start, not on the first packet
         self.ignore_user = ignore_user
         self.ssrc_users: dict[int, int] = {}
         self.speakers: dict[int, SpeakerAudio] = {}

@@ -6,9 +6,15 @@ Frames of any length are re-cut into exact 20 ms frames here, carrying the remai
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from assistant.errors import ConfigError
+
+if TYPE_CHECKING:
+    from assistant.voice.silero import SileroVad
 
 VAD_RATE = 16000
 VAD_FRAME = 320  # 20 ms at 16 kHz
@@ -60,7 +66,15 @@ class QuietTailGate:
         return not speaking or rms >= self.peak * self.ratio
 
 
-def make_vad(kind: str, aggressiveness: int) -> WebRtcVad:
-    if kind != "webrtc":
-        raise ConfigError(f"voice.vad = {kind!r} is not available in this build; set voice.vad = \"webrtc\".")
-    return WebRtcVad(aggressiveness)
+def make_vad(kind: str, aggressiveness: int, model_path: Path | None = None) -> WebRtcVad | SileroVad:
+    """A fresh detector for one speaker: "webrtc" (aggressiveness 0-3) or "silero" (needs its
+    provisioned model file)."""
+    if kind == "webrtc":
+        return WebRtcVad(aggressiveness)
+    if kind == "silero":
+        from assistant.voice.silero import SileroVad
+
+        if model_path is None:
+            raise ConfigError("voice.vad = \"silero\" needs its model file; none was given.")
+        return SileroVad(model_path)
+    raise ConfigError(f"voice.vad = {kind!r} is unknown; use \"webrtc\" or \"silero\".")

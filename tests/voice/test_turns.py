@@ -134,10 +134,12 @@ def test_webrtc_vad_finds_a_voiced_burst_in_silence() -> None:
     assert sum(flags[50:100]) > 40
 
 
-def test_unavailable_vad_is_a_config_error() -> None:
+def test_an_unknown_vad_or_a_silero_without_its_model_is_a_config_error() -> None:
     from assistant.errors import ConfigError
 
     with pytest.raises(ConfigError, match="webrtc"):
+        make_vad("energy", 2)
+    with pytest.raises(ConfigError, match="model file"):
         make_vad("silero", 2)
     assert isinstance(make_vad("webrtc", 0), WebRtcVad)
 

@@ -9,6 +9,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from assistant.config import VoiceConfig
@@ -27,13 +28,14 @@ class VoiceListener:
     """Listen to everyone in `voice_client`'s channel; `on_event` runs on the event loop."""
 
     def __init__(self, voice_client: ListeningVoiceClient, on_event: Callable[[SpeechEvent], None],
-                 config: VoiceConfig) -> None:
+                 config: VoiceConfig, *, vad_model: Path | None = None) -> None:
         self.vc = voice_client
         self.dave = DaveReceiver(voice_client.dave_session)
         self.receiver = VoiceReceiver(
             self._cipher, self.dave, on_event, silence_s=config.silence_ms / 1000,
             speculative_s=config.speculate_after_ms / 1000 if config.speculate_after_ms else config.silence_ms / 1000,
             vad=config.vad, aggressiveness=config.vad_aggressiveness, end_of_speech_db=config.end_of_speech_db,
+            vad_model=vad_model,
             ignore_user=voice_client.user.id)
         self._cipher_cache: tuple[Any, TransportCipher | None] = (None, None)
         self._socket: socket.socket | None = None
