@@ -19,13 +19,13 @@ import numpy as np
 from assistant.config import Config
 from assistant.errors import IntegrityError, ModelNotAvailableError
 from assistant.provision import PackagedFile, fetch_packaged, verify_file
+from assistant.voice.vad import FrameVad
 
 SILERO = PackagedFile("silero-vad==6.2.3", "silero_vad/data/silero_vad.onnx",
                       "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3", 2_327_524)
 RATE = 16000
 WINDOW = 512  # samples per inference at 16 kHz (32 ms), what the model was trained on
 CONTEXT = 64  # samples of the previous window the model sees in front of each one
-FRAME = 320  # our 20 ms frames
 HYSTERESIS = 0.15  # once speaking, stay speaking down to threshold - 0.15 (as silero's own helper does)
 
 
@@ -74,7 +74,7 @@ def _session(path: str) -> Any:
     return ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
 
 
-class SileroVad:
+class SileroVad(FrameVad):
     """Same interface as `WebRtcVad`: 20 ms frames in, (frame, is_speech) out. Each 20 ms frame
     takes the decision of the latest 32 ms window, so decisions trail the audio by ≤ 32 ms."""
 
@@ -83,11 +83,11 @@ class SileroVad:
             raise ModelNotAvailableError(
                 f"The Silero VAD model is not provisioned ({model_path}); run `assistant models fetch` "
                 "or set voice.vad = \"webrtc\".")
+        super().__init__()
         self._session = _session(str(model_path))
         self.threshold = threshold
         self._state = np.zeros((2, 1, 128), np.float32)
         self._context = np.zeros(CONTEXT, np.float32)
-        self._pending = np.zeros(0, np.float32)  # samples short of a 20 ms frame
         self._window = np.zeros(0, np.float32)  # samples short of a 32 ms window
         self._speech = False
         self.last_probability = 0.0
@@ -99,17 +99,10 @@ class SileroVad:
         self._context = chunk[-CONTEXT:]
         return float(out[0][0])
 
-    def frames(self, audio: np.ndarray) -> list[tuple[np.ndarray, bool]]:
-        data = np.concatenate([self._pending, audio.astype(np.float32)])
-        whole = len(data) // FRAME * FRAME
-        self._pending = data[whole:]
-        out = []
-        for start in range(0, whole, FRAME):
-            frame = data[start:start + FRAME]
-            self._window = np.concatenate([self._window, frame])
-            while len(self._window) >= WINDOW:
-                chunk, self._window = self._window[:WINDOW], self._window[WINDOW:]
-                p = self.last_probability = self._infer(np.clip(chunk, -1.0, 1.0))
-                self._speech = p >= self.threshold or (self._speech and p >= self.threshold - HYSTERESIS)
-            out.append((frame, self._speech))
-        return out
+    def is_speech(self, frame: np.ndarray) -> bool:
+        self._window = np.concatenate([self._window, frame])
+        while len(self._window) >= WINDOW:
+            chunk, self._window = self._window[:WINDOW], self._window[WINDOW:]
+            p = self.last_probability = self._infer(np.clip(chunk, -1.0, 1.0))
+            self._speech = p >= self.threshold or (self._speech and p >= self.threshold - HYSTERESIS)
+        return self._speech

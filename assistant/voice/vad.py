@@ -7,38 +7,44 @@ Frames of any length are re-cut into exact 20 ms frames here, carrying the remai
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from assistant.errors import ConfigError
-
-if TYPE_CHECKING:
-    from assistant.voice.silero import SileroVad
 
 VAD_RATE = 16000
 VAD_FRAME = 320  # 20 ms at 16 kHz
 FRAME_SECONDS = 0.02
 
 
-class WebRtcVad:
-    def __init__(self, aggressiveness: int = 2) -> None:
-        import webrtcvad
+class FrameVad:
+    """Re-cuts audio of any length into exact 20 ms frames (carrying the remainder) and asks
+    `is_speech` about each one, in order."""
 
-        self._vad = webrtcvad.Vad(aggressiveness)
+    def __init__(self) -> None:
         self._pending = np.zeros(0, dtype=np.float32)
+
+    def is_speech(self, frame: np.ndarray) -> bool:
+        raise NotImplementedError
 
     def frames(self, audio: np.ndarray) -> list[tuple[np.ndarray, bool]]:
         """Split `audio` (16 kHz float32) into complete 20 ms frames, each with its speech flag."""
         data = np.concatenate([self._pending, audio.astype(np.float32)])
         whole = len(data) // VAD_FRAME * VAD_FRAME
         self._pending = data[whole:]
-        out = []
-        for start in range(0, whole, VAD_FRAME):
-            frame = data[start:start + VAD_FRAME]
-            pcm = (np.clip(frame, -1.0, 1.0) * 32767).astype(np.int16).tobytes()
-            out.append((frame, bool(self._vad.is_speech(pcm, VAD_RATE))))
-        return out
+        return [(data[i:i + VAD_FRAME], self.is_speech(data[i:i + VAD_FRAME])) for i in range(0, whole, VAD_FRAME)]
+
+
+class WebRtcVad(FrameVad):
+    def __init__(self, aggressiveness: int = 2) -> None:
+        import webrtcvad
+
+        super().__init__()
+        self._vad = webrtcvad.Vad(aggressiveness)
+
+    def is_speech(self, frame: np.ndarray) -> bool:
+        pcm = (np.clip(frame, -1.0, 1.0) * 32767).astype(np.int16).tobytes()
+        return bool(self._vad.is_speech(pcm, VAD_RATE))
 
 
 class QuietTailGate:
@@ -66,7 +72,7 @@ class QuietTailGate:
         return not speaking or rms >= self.peak * self.ratio
 
 
-def make_vad(kind: str, aggressiveness: int, model_path: Path | None = None) -> WebRtcVad | SileroVad:
+def make_vad(kind: str, aggressiveness: int, model_path: Path | None = None) -> FrameVad:
     """A fresh detector for one speaker: "webrtc" (aggressiveness 0-3) or "silero" (needs its
     provisioned model file)."""
     if kind == "webrtc":

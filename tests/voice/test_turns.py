@@ -159,3 +159,10 @@ def test_quiet_tail_gate_ends_speech_where_the_voice_fades() -> None:
     off = QuietTailGate(0)
     assert off(loud, True, speaking=True) and off(faded, True, speaking=True)
 
+
+
+def test_a_vad_fed_less_than_a_frame_waits_for_the_rest() -> None:
+    vad = make_vad("webrtc", 2)
+    assert vad.frames(np.zeros(100, np.float32)) == []
+    assert len(vad.frames(np.zeros(700, np.float32))) == 2  # 800 samples: two frames, 160 carried
+    assert len(vad.frames(np.zeros(160, np.float32))) == 1
