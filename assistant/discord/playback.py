@@ -38,6 +38,7 @@ class FrameQueueSource(nextcord.AudioSource):
         self._frames: queue.Queue[bytes] = queue.Queue()
         self._closed = False
         self.first_frame_at: float | None = None
+        self.last_frame_at: float | None = None
         self._on_first_frame = on_first_frame
 
     def push(self, frames: list[bytes]) -> None:
@@ -52,11 +53,16 @@ class FrameQueueSource(nextcord.AudioSource):
             frame = self._frames.get_nowait()
         except queue.Empty:
             return b"" if self._closed else SILENCE
+        self.last_frame_at = time.monotonic()
         if self.first_frame_at is None:
-            self.first_frame_at = time.monotonic()
+            self.first_frame_at = self.last_frame_at
             if self._on_first_frame is not None:
                 self._on_first_frame()
         return frame
+
+    def closed_empty(self) -> bool:
+        """Closed with every pushed frame read: it played to its end (was not cut off)."""
+        return self._closed and self._frames.empty()
 
     def is_opus(self) -> bool:
         return False

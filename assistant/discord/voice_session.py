@@ -99,6 +99,13 @@ class VoiceSession:
             task.cancel()
         self.dialog.close()
 
+    async def until_quiet(self, timeout: float = 120.0) -> None:
+        """Return once no live answer is being spoken (or after `timeout`): a typed answer spoken
+        in this call waits here rather than cutting the conversation off."""
+        deadline = time.monotonic() + timeout
+        while self.active and self.dialog.playing and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
     # -- events ----------------------------------------------------------------------------
     def _on_event(self, event: SpeechEvent) -> None:
         if not self.active:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from assistant.audio import resample
+from assistant.discord.replies import CURSOR
 from assistant.discord.voice_session import VoiceSession, voice_conversation_key
 from assistant.speech.service import SpeechService
 from tests.discord.conftest import bot_config, running_bot
@@ -200,3 +201,24 @@ async def test_dave_call_with_a_member_joining_mid_call_and_a_tampered_packet(tm
         await server.world.wait_until(lambda: len(session.transcripts) >= 2, 60, "bob to be heard")
         assert session.transcripts[1][0] == server.bob.id and "sky" in session.transcripts[1][1].lower()
         assert server.udp.dave_errors == 0 and session.listener.stats.undecryptable == 0
+
+
+async def test_a_typed_answer_waits_until_the_spoken_one_is_over(tmp_path, repo_config, backend, speech):
+    """Bob types to the bot while it answers Alice by voice: his answer is spoken after hers,
+    not over it or instead of it."""
+    question = await said(speech, "Tell me a story about a brave little dragon.")
+    async with in_call(tmp_path, repo_config, backend, tokens=40) as (server, bot, session):
+        await server.speak(server.alice, question)
+        await server.world.wait_until(lambda: session.dialog.playing and session._source is not None, 90,  # noqa: SLF001
+                                      "the spoken answer to start")
+        live = session._source  # noqa: SLF001
+        assert live is not None
+        before = len(bot.services.latency.turns)
+        asked = server.send_message(server.general, server.bob, f"<@{server.bot.id}> What is two plus two?")
+        await server.wait_for_bot_message(server.general, lambda m: bool(m.reference) and int(
+            m.reference["message_id"]) == asked.id and not m.content.endswith(CURSOR), timeout=120)
+        await server.world.wait_until(lambda: len(bot.services.latency.turns) > before, 120, "the typed answer spoken")
+        typed_first_audio = bot.services.latency.turns[-1].first_audio
+        assert typed_first_audio is not None, "the typed answer was spoken in the call"
+        assert live.closed_empty(), "the live answer played to its end"
+        assert live.last_frame_at is not None and typed_first_audio >= live.last_frame_at

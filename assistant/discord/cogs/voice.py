@@ -7,12 +7,15 @@ are heard. `leave` stops listening before disconnecting, so no audio is read aft
 
 When the bot is in the author's voice channel, the chat cog also feeds a text answer's
 deltas to a `Speaker`, which speaks them sentence by sentence (`assistant.discord.playback`).
+A live voice answer has priority: a typed answer waits until the call's spoken answer is over
+(it is synthesised meanwhile) instead of cutting it off.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any, AsyncIterator
 
 import nextcord
@@ -29,9 +32,10 @@ logger = logging.getLogger(__name__)
 class Speaker:
     """Speaks one streamed answer in a voice call (see module docstring)."""
 
-    def __init__(self, vc: Any, speech: Any) -> None:
+    def __init__(self, vc: Any, speech: Any, wait_turn: Callable[[], Awaitable[None]] | None = None) -> None:
         self.vc = vc
         self.speech = speech
+        self._wait_turn = wait_turn
         self._deltas: asyncio.Queue[str | None] = asyncio.Queue()
         self.source = FrameQueueSource()
         self._task = asyncio.create_task(self._run())
@@ -44,7 +48,7 @@ class Speaker:
             yield delta
 
     async def _run(self) -> None:
-        await speak_deltas(self.vc, self.speech, self._text(), self.source)
+        await speak_deltas(self.vc, self.speech, self._text(), self.source, before_play=self._wait_turn)
 
     async def finish(self) -> float | None:
         """Wait until every sentence is synthesised and queued; returns when the first frame played."""
@@ -79,7 +83,8 @@ class Voice(commands.Cog):
             return None
         if author_voice.channel.id != vc.channel.id:
             return None
-        return Speaker(vc, self.services.speech)
+        session = self.sessions.get(guild.id) if guild is not None else None
+        return Speaker(vc, self.services.speech, session.until_quiet if session is not None else None)
 
     async def join(self, inv: Invocation) -> None:
         voice = getattr(inv.user, "voice", None)
