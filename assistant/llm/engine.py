@@ -32,7 +32,7 @@ from assistant.errors import AdapterError, GenerationError
 from assistant.llm import batching
 from assistant.llm.base import ACTIVE_ADAPTER, ChatBackend, GenerationOptions, GenerationStats, Message
 from assistant.llm.loader import LoadedModel
-from assistant.llm.prefix_cache import PrefixCache
+from assistant.llm.prefix_cache import PrefixCache, PrefixHit
 
 logger = logging.getLogger(__name__)
 
@@ -291,21 +291,18 @@ class TransformersEngine(ChatBackend):
         # A prompt whose beginning is in the prefix cache is prefilled alone, from that point on.
         now = time.perf_counter()
         reuse = batching.cache_supports_merge(cache) if cache is not None else True
-        groups: dict[Any, list[_Request]] = {}
-        hits: dict[int, Any] = {}
+        groups: dict[Any, tuple[PrefixHit | None, list[_Request]]] = {}  # key: prompt length, or the hit request
         for req in fresh:
             req.started = now
             hit = self.prefix_cache.lookup(req.prompt, req.adapter) if reuse else None
             if hit is not None:
-                hits[id(req)] = hit
                 req.cached_tokens = hit.tokens
-                groups[("hit", id(req))] = [req]
+                groups[("hit", id(req))] = (hit, [req])
             else:
-                groups.setdefault(len(req.prompt), []).append(req)
+                groups.setdefault(len(req.prompt), (None, []))[1].append(req)
         ordered: list[_Request] = []
         logit_parts = []
-        for group in groups.values():
-            hit = hits.get(id(group[0]))
+        for hit, group in groups.values():
             past = hit.tokens if hit is not None else 0
             ids = torch.tensor([r.prompt[past:] for r in group], dtype=torch.long)
             new_mask = torch.ones((len(group), past + ids.shape[1]), dtype=torch.long)

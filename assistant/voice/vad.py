@@ -32,7 +32,8 @@ class FrameVad:
         data = np.concatenate([self._pending, audio.astype(np.float32)])
         whole = len(data) // VAD_FRAME * VAD_FRAME
         self._pending = data[whole:]
-        return [(data[i:i + VAD_FRAME], self.is_speech(data[i:i + VAD_FRAME])) for i in range(0, whole, VAD_FRAME)]
+        frames = [data[i:i + VAD_FRAME] for i in range(0, whole, VAD_FRAME)]
+        return [(frame, self.is_speech(frame)) for frame in frames]
 
 
 class WebRtcVad(FrameVad):
