@@ -36,7 +36,7 @@ class AssistantBot(commands.Bot):
                          help_command=None, **kwargs)
         self.services = services
 
-    async def on_command_error(self, ctx: commands.Context, error: Exception) -> None:  # type: ignore[override]
+    async def on_command_error(self, ctx: commands.Context, error: Exception) -> None:
         if isinstance(error, commands.CommandNotFound):
             return
         if isinstance(error, commands.CommandInvokeError):
@@ -47,7 +47,7 @@ class AssistantBot(commands.Bot):
             return
         await replies.report(ctx.send, error)
 
-    async def on_application_command_error(self, interaction: nextcord.Interaction,  # type: ignore[override]
+    async def on_application_command_error(self, interaction: nextcord.Interaction,
                                            error: Exception) -> None:
         original = getattr(error, "original", error)
         if interaction.response.is_done():

@@ -29,6 +29,13 @@ from assistant.errors import AssistantError
 
 logger = logging.getLogger(__name__)
 
+
+def _voice_client(guild: nextcord.Guild | None) -> nextcord.VoiceClient | None:
+    """The guild's voice client; ours are always `nextcord.VoiceClient`s (nextcord types it as the base protocol)."""
+    vc = guild.voice_client if guild is not None else None
+    return vc if isinstance(vc, nextcord.VoiceClient) else None
+
+
 class Speaker:
     """Speaks one streamed answer in a voice call (see module docstring)."""
 
@@ -77,11 +84,11 @@ class Voice(commands.Cog):
         if not self.services.config.discord.speak_in_voice_channel or self.services.speech is None:
             return None
         guild = message.guild
-        vc = guild.voice_client if guild is not None else None
+        vc = _voice_client(guild)
         author_voice = getattr(message.author, "voice", None)
         if vc is None or not vc.is_connected() or author_voice is None or author_voice.channel is None:
             return None
-        if author_voice.channel.id != vc.channel.id:
+        if author_voice.channel.id != getattr(vc.channel, "id", None):
             return None
         session = self.sessions.get(guild.id) if guild is not None else None
         return Speaker(vc, self.services.speech, session.until_quiet if session is not None else None)
@@ -90,9 +97,9 @@ class Voice(commands.Cog):
         voice = getattr(inv.user, "voice", None)
         if inv.guild is None or voice is None or voice.channel is None:
             raise AssistantError("Join a voice channel first, then ask me to join.")
-        current = inv.guild.voice_client
+        current = _voice_client(inv.guild)
         if current is not None and current.is_connected():
-            if current.channel.id == voice.channel.id:
+            if getattr(current.channel, "id", None) == voice.channel.id:
                 await inv.send(f"I'm already in {voice.channel.name}.")
                 return
             self.stop_listening(inv.guild.id)  # one conversation per voice channel: start afresh there
