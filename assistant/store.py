@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from assistant.errors import StoreError
+from assistant.personas import PersonaQueries, personas_migration
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ def _v1(db: sqlite3.Connection) -> None:
     """)
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, personas_migration]
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,7 @@ class DatasetRow:
     created_at: float
 
 
-class Store:
+class Store(PersonaQueries):
     """Typed access to the database. Open with `Store.open(path)`; close with `close()`."""
 
     def __init__(self, db: sqlite3.Connection, path: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 
@@ -19,6 +20,7 @@ from assistant.discord.latency import LatencyLog
 from assistant.discord.policy import EditThrottle, RateLimiter, TypingPacer, is_admin
 from assistant.errors import NotAllowedError
 from assistant.llm.base import ChatBackend
+from assistant.personas import Persona, persona_scopes
 from assistant.speech.service import SpeechService
 from assistant.store import Store
 from assistant.voice.latency import VoiceLatencyLog
@@ -56,6 +58,20 @@ class BotServices:
         if not self.is_admin(user_id, role_ids):
             raise NotAllowedError(f"Only the bot's admins can {what}; ask one of them "
                                   "(admins are listed in security.admin_user_ids / admin_role_ids).")
+
+    def persona_scopes(self, channel: Any) -> list[str]:
+        """Persona scopes for a channel, thread or voice channel (threads inherit from their parent)."""
+        guild = getattr(channel, "guild", None)
+        return persona_scopes(channel_id=getattr(channel, "id", None), parent_id=getattr(channel, "parent_id", None),
+                              guild_id=guild.id if guild is not None else None)
+
+    async def persona_for(self, channel: Any) -> Persona | None:
+        return await asyncio.to_thread(self.store.persona_for, self.persona_scopes(channel))
+
+    async def system_prompt_for(self, channel: Any) -> str:
+        """The system prompt answers in `channel` use: its persona, else `model.system_prompt`."""
+        persona = await self.persona_for(channel)
+        return persona.text if persona is not None else self.config.model.system_prompt
 
     def http(self) -> aiohttp.ClientSession:
         if self.session is None or self.session.closed:

@@ -113,11 +113,11 @@ class Voice(commands.Cog):
         await inv.send(f"Joined {voice.channel.name}; I'll speak my answers to you there{note}. "
                        "`leave` makes me go.")
         if self.services.config.voice.listen and self.services.speech is not None and inv.guild.id not in self.sessions:
-            self.start_listening(inv.guild, vc)
+            self.start_listening(inv.guild, vc, system_prompt=await self.services.system_prompt_for(voice.channel))
             await inv.send(f"🎙️ Listening in {voice.channel.name}: what is said there is transcribed and "
                            "answered (audio stays in memory). `leave` stops me listening.")
 
-    def start_listening(self, guild: nextcord.Guild, vc: Any) -> VoiceSession:
+    def start_listening(self, guild: nextcord.Guild, vc: Any, *, system_prompt: str) -> VoiceSession:
         def name_of(user_id: int) -> str:
             member = guild.get_member(user_id)
             if member is not None:
@@ -127,7 +127,8 @@ class Voice(commands.Cog):
 
         services = self.services
         session = VoiceSession(vc, config=services.config, backend=services.backend, speech=services.speech,
-                               store=services.store, latency=services.voice_latency, name_of=name_of)
+                               store=services.store, latency=services.voice_latency, name_of=name_of,
+                               system_prompt=system_prompt)
         session.start()
         self.sessions[guild.id] = session
         return session
