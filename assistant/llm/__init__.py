@@ -22,7 +22,8 @@ def create_backend(model: ModelConfig, models_dir: Path, *, api_key: str = "") -
         from assistant.llm.openai_backend import OpenAIBackend
 
         return OpenAIBackend(model.openai_base_url, model.openai_model, api_key=api_key,
-                             timeout_s=model.request_timeout_s)
+                             timeout_s=model.request_timeout_s, server=model.openai_server,
+                             adapter_dir=model.openai_adapter_dir)
     from assistant.llm.engine import TransformersEngine
     from assistant.llm.loader import LoadedModel, load_causal_lm
 
