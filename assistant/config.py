@@ -49,8 +49,11 @@ class ModelConfig:
     openai_base_url: str = "http://127.0.0.1:8080/v1"
     openai_model: str = "default"
     openai_api_key_env: str = "OPENAI_API_KEY"
-    openai_server: str = opt("generic", choices=("generic", "vllm"))
+    openai_server: str = opt("generic", choices=("generic", "vllm", "llama-server"))
     openai_adapter_dir: str = ""
+    manage_server: bool = False
+    llama_server_binary: str = ""
+    llama_server_port: int = opt(8091, lo=1024, hi=65535)
     request_timeout_s: float = opt(120.0, lo=1.0, hi=3600.0)
 
 
