@@ -88,6 +88,10 @@ class VoiceSession:
         self.listener.start()
         self.active = True
 
+    def address(self, user_id: int) -> None:
+        """`user_id` addressed the bot outside the call (typed `join`): open their follow-up window now."""
+        self.dialog.policy.address(user_id, self.dialog.clock())
+
     def stop(self) -> None:
         """Stop hearing at once (buffered audio dropped), cut playback, cancel pending turns."""
         if not self.active:

@@ -66,6 +66,7 @@ class VoiceDialog:
         self.answering_user: int | None = None
         self.barge_ins = 0
         self.discarded = 0
+        self.unanswered = 0  # finished utterances the answer policy (or a failure) left unanswered
 
     @property
     def playing(self) -> bool:
@@ -157,6 +158,7 @@ class VoiceDialog:
     async def _deliver(self, attempt: _Attempt) -> None:
         await attempt.decided.wait()
         if attempt.speaking is None:  # not answered (policy, failure): nothing was prepared
+            self.unanswered += 1
             return
         if self._playing is not None and not self._playing.done():  # a newer turn replaces the old answer
             self.stop_playback()

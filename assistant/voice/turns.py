@@ -90,6 +90,28 @@ def mentions_wake_word(text: str, wake_words: list[str] | tuple[str, ...]) -> bo
                for wake in wake_words if _WORD.findall(wake))
 
 
+# Words a person may say before the name they address ("hey assistant, ...").
+_GREETINGS = frozenset({"hey", "hi", "hello", "ok", "okay", "oh", "so", "um", "uh", "yo", "excuse", "me", "dear"})
+_LEAD_WORDS = 3  # at most this many greeting words before the name
+
+
+def addressed_at_start(text: str, names: list[str] | tuple[str, ...]) -> bool:
+    """Does `text` open by addressing one of `names` ("Assistant, ...", "Hey assistant ...")?
+
+    Why only the start: a recording that merely mentions the word somewhere ("my assistant
+    said ...") is talk among people, not a question for the bot."""
+    words = [w.lower() for w in _WORD.findall(text)]
+    for skip in range(min(_LEAD_WORDS, len(words)) + 1):
+        if skip and words[skip - 1] not in _GREETINGS:
+            break
+        rest = words[skip:]
+        for name in names:
+            phrase = [w.lower() for w in _WORD.findall(name)]
+            if phrase and rest[:len(phrase)] == phrase:
+                return True
+    return False
+
+
 class AnswerPolicy:
     """Whom to answer: everyone, only when addressed, or addressed-then-follow-up."""
 
@@ -105,6 +127,11 @@ class AnswerPolicy:
         if self.mode == "everyone" or mentions_wake_word(text, self.wake_words):
             return True
         return self.mode == "follow_up" and now <= self._until.get(user_id, float("-inf"))
+
+    def address(self, user_id: int, now: float) -> None:
+        """`user_id` spoke to the bot some other way (typed `join`): answer them without the
+        wake word for the follow-up window from `now`."""
+        self.answered(user_id, now)
 
     def answered(self, user_id: int, now: float) -> None:
         """An answer to `user_id` finished at `now`: open (or extend) their follow-up window."""

@@ -222,3 +222,19 @@ async def test_a_typed_answer_waits_until_the_spoken_one_is_over(tmp_path, repo_
         assert typed_first_audio is not None, "the typed answer was spoken in the call"
         assert live.closed_empty(), "the live answer played to its end"
         assert live.last_frame_at is not None and typed_first_audio >= live.last_frame_at
+
+
+async def test_the_person_who_joined_is_answered_without_the_wake_word_and_others_are_not(
+        tmp_path, repo_config, backend, speech):
+    """Follow-up mode (the default): typing `join` addresses the bot, so alice's plain question is
+    answered; bob, who has not addressed it, is heard but not answered; the notice says how."""
+    question, other = await said(speech, "What is the capital of France?"), await said(speech, "What color is the sky?")
+    async with in_call(tmp_path, repo_config, backend, tokens=8, answer_mode="follow_up") as (server, _bot, session):
+        notice = [m for m in server.world.messages.values() if m.content.startswith("🎙️")][-1].content
+        assert "“assistant”" in notice and "Alice" in notice, notice
+        await server.speak(server.alice, question)
+        await answer_audio(server, server.voice.spoken[-1].started_at)
+        assert [t for _, t in session.transcripts] and "france" in session.transcripts[0][1].lower()
+        await server.speak(server.bob, other)
+        await server.world.wait_until(lambda: session.dialog.unanswered >= 1, 60, "bob's utterance to be decided")
+        assert len(session.transcripts) == 1 and session.transcripts[0][0] == server.alice.id

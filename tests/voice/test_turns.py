@@ -8,7 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from assistant.voice.turns import (
-    FRAME_SECONDS, AnswerPolicy, Event, UtteranceSegmenter, mentions_wake_word, should_barge_in)
+    FRAME_SECONDS, AnswerPolicy, Event, UtteranceSegmenter, addressed_at_start, mentions_wake_word,
+    should_barge_in)
 from assistant.voice.vad import WebRtcVad, make_vad
 
 
@@ -166,3 +167,25 @@ def test_a_vad_fed_less_than_a_frame_waits_for_the_rest() -> None:
     assert vad.frames(np.zeros(100, np.float32)) == []
     assert len(vad.frames(np.zeros(700, np.float32))) == 2  # 800 samples: two frames, 160 carried
     assert len(vad.frames(np.zeros(160, np.float32))) == 1
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Assistant, what is the capital of France?", True),
+    ("Hey assistant what time is it", True),
+    ("Okay, hey Assistant: tell me a joke.", True),
+    ("My assistant said the capital is Paris.", False),
+    ("What is the capital of France, assistant?", False),
+    ("Hey Big Bot, hello", True),
+    ("", False),
+])
+def test_a_recording_is_addressed_only_when_it_opens_with_a_name(text: str, expected: bool) -> None:
+    assert addressed_at_start(text, ["assistant", "Big Bot"]) is expected
+
+
+def test_joining_opens_the_follow_up_window_of_the_joiner_only() -> None:
+    policy = AnswerPolicy("follow_up", ["assistant"], follow_up_s=30)
+    policy.address(1, now=100.0)
+    assert policy.should_answer(1, "What is the capital of France?", 129.0)
+    assert not policy.should_answer(1, "What is the capital of France?", 131.0)
+    assert not policy.should_answer(2, "What is the capital of France?", 101.0)
+    assert AnswerPolicy("wake_word", ["assistant"], 30).should_answer(2, "assistant, hi", 0.0)
