@@ -33,6 +33,7 @@ from assistant.voice.dialog import VoiceDialog
 from assistant.voice.latency import VoiceLatencyLog
 from assistant.voice.receiver import SpeechEvent
 from assistant.voice.silero import silero_model_path
+from assistant.voice.smart_turn import SmartTurn, smart_turn_path
 from assistant.voice.turns import AnswerPolicy, Event
 
 logger = logging.getLogger(__name__)
@@ -68,10 +69,13 @@ class VoiceSession:
         self._display_name = name_of or (lambda user_id: f"user {user_id}")
         self._ids_by_name: dict[str, int] = {}
         voice = config.voice
+        turn_model = SmartTurn(smart_turn_path(config.storage.models_dir)) if voice.end_of_turn == "model" else None
         self.dialog = VoiceDialog(
             recognize=self._recognize, answer=self._answer, speak=self._speak, stop_playback=self._stop_playback,
             name_of=self._name_of, policy=AnswerPolicy(voice.answer_mode, voice.wake_words, voice.follow_up_s),
-            barge_in=voice.barge_in, latency=latency)
+            barge_in=voice.barge_in, latency=latency,
+            judge_turn=(lambda audio: asyncio.to_thread(turn_model.probability, audio)) if turn_model else None,
+            end_turn=self._end_turn, turn_threshold=turn_model.threshold if turn_model else 0.5)
         self.listener = VoiceListener(vc, self._on_event, voice,
                                       vad_model=silero_model_path(config.storage.models_dir))
         self.debug_dir = debug_audio_dir(config) if voice.debug_record_audio else None
@@ -134,6 +138,10 @@ class VoiceSession:
         return path
 
     # -- the dialog's capabilities ---------------------------------------------------------
+    def _end_turn(self, user_id: int, speech_end: float) -> None:
+        if self.active:
+            self.listener.receiver.end_now(user_id, speech_end, time.monotonic())
+
     def _name_of(self, user_id: int) -> str:
         name = self._display_name(user_id)
         self._ids_by_name[name] = user_id

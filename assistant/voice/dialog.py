@@ -28,7 +28,7 @@ import numpy as np
 
 from assistant.voice.latency import VoiceLatencyLog, VoiceTurnTiming
 from assistant.voice.receiver import SpeechEvent
-from assistant.voice.turns import AnswerPolicy, Event, should_barge_in
+from assistant.voice.turns import AnswerPolicy, Event, should_barge_in, sounds_unfinished
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +48,8 @@ class _Attempt:
     decided: asyncio.Event = field(default_factory=asyncio.Event)
     go: asyncio.Event = field(default_factory=asyncio.Event)  # set at ENDED: playback may start
     speaking: asyncio.Task[None] | None = None  # synthesis (then playback) of this attempt's answer
+    judging: asyncio.Task[None] | None = None  # the turn model's verdict on the pause (end_of_turn = "model")
+    text: str = ""
 
 
 class VoiceDialog:
@@ -56,8 +58,13 @@ class VoiceDialog:
                  speak: Callable[[AsyncIterator[str], Callable[[], None], asyncio.Event], Awaitable[None]],
                  stop_playback: Callable[[], None], name_of: Callable[[int], str], policy: AnswerPolicy,
                  barge_in: str = "speaker", latency: VoiceLatencyLog | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 judge_turn: Callable[[np.ndarray], Awaitable[float]] | None = None,
+                 end_turn: Callable[[int, float], None] | None = None, turn_threshold: float = 0.5) -> None:
+        """`judge_turn(audio) -> P(complete)` (Smart Turn) and `end_turn(user, speech_end)` (ends that
+        speaker's utterance now, in the receiver) are given for `voice.end_of_turn = "model"`."""
         self.recognize, self.answer, self.speak = recognize, answer, speak
+        self.judge_turn, self.end_turn, self.turn_threshold = judge_turn, end_turn, turn_threshold
         self.stop_playback, self.name_of, self.policy = stop_playback, name_of, policy
         self.barge_in, self.clock = barge_in, clock
         self.latency = latency or VoiceLatencyLog()
@@ -67,6 +74,7 @@ class VoiceDialog:
         self.barge_ins = 0
         self.discarded = 0
         self.unanswered = 0  # finished utterances the answer policy (or a failure) left unanswered
+        self.verdicts: list[tuple[float, str, bool]] = []  # (P(complete), transcript, ended) per turn check
 
     @property
     def playing(self) -> bool:
@@ -83,6 +91,10 @@ class VoiceDialog:
         elif event.kind is Event.PAUSED and event.audio is not None:
             self._discard(event.user_id)
             self._speculative[event.user_id] = self._start(event, speculative=True)
+        elif event.kind is Event.CHECK and event.audio is not None:
+            attempt = self._speculative.get(event.user_id)
+            if attempt is not None and abs(attempt.speech_end - event.speech_end) < 1e-6 and self.judge_turn:
+                attempt.judging = asyncio.get_running_loop().create_task(self._judge(attempt, event.audio))
         elif event.kind is Event.RESUMED:
             self._discard(event.user_id)
         elif event.kind is Event.ENDED and event.audio is not None:
@@ -91,6 +103,7 @@ class VoiceDialog:
                 if attempt is not None:
                     self._cancel(attempt)
                 attempt = self._start(event, speculative=False)
+            attempt.timing.turn_ended, attempt.timing.ended_by_model = self.clock(), event.by_model
             asyncio.get_running_loop().create_task(self._deliver(attempt))
 
     def close(self) -> None:
@@ -112,7 +125,7 @@ class VoiceDialog:
 
     @staticmethod
     def _stop_tasks(attempt: _Attempt) -> None:
-        for task in (attempt.task, attempt.speaking):
+        for task in (attempt.task, attempt.speaking, attempt.judging):
             if task is not None:
                 task.cancel()
 
@@ -125,7 +138,7 @@ class VoiceDialog:
 
     async def _think(self, attempt: _Attempt, audio: np.ndarray) -> None:
         try:
-            text = (await self.recognize(audio)).strip()
+            text = attempt.text = (await self.recognize(audio)).strip()
             attempt.timing.recognised = self.clock()
             attempt.answering = self.policy.should_answer(attempt.user_id, text, self.clock())
             if attempt.answering:  # synthesis starts now, during the silence; playback waits for `go`
@@ -145,6 +158,26 @@ class VoiceDialog:
         finally:
             attempt.decided.set()
             attempt.deltas.put_nowait(_END)
+
+    async def _judge(self, attempt: _Attempt, audio: np.ndarray) -> None:
+        """End the turn now if it sounds finished *and* the words do not trail off.
+
+        The transcript is awaited (it is needed before answering anyway, so this costs no
+        latency): Smart Turn hears intonation, and a synthetic or flat voice can end
+        "What is the capital of" on a falling pitch; a dangling last word still means "wait"."""
+        assert self.judge_turn is not None
+        try:
+            p = attempt.timing.turn_probability = await self.judge_turn(audio)
+            await attempt.decided.wait()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the silence timer (max_pause_ms) still ends the turn
+            logger.exception("turn model failed")
+            return
+        complete = p > self.turn_threshold and not sounds_unfinished(attempt.text)
+        self.verdicts.append((p, attempt.text, complete))
+        if complete and self.end_turn is not None:
+            self.end_turn(attempt.user_id, attempt.speech_end)
 
     def _first_audio(self, attempt: _Attempt) -> None:
         if attempt.timing.first_audio is None:

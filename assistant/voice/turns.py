@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 
+_WORD = re.compile(r"[\w']+")
 ONSET_FRAMES = 3  # voiced 20 ms frames in a row before we call it speech (60 ms): ignores clicks
 FRAME_SECONDS = 0.02
 
@@ -20,8 +21,9 @@ FRAME_SECONDS = 0.02
 class Event(Enum):
     STARTED = "started"  # speech began (barge-in is decided here)
     PAUSED = "paused"  # trailing silence reached the speculative threshold: recognise now
+    CHECK = "check"  # (end_of_turn = "model") trailing silence reached turn_check_s: ask the turn model
     RESUMED = "resumed"  # speech went on after PAUSED: discard the speculative work
-    ENDED = "ended"  # silence lasted `silence_s`: the utterance is complete
+    ENDED = "ended"  # the utterance is complete (silence ran out, or the turn model said so: `end_now`)
 
 
 @dataclass(frozen=True)
@@ -30,19 +32,34 @@ class SegmentEvent:
     at: float  # when the decision was made
     speech_start: float  # first voiced frame of the utterance
     speech_end: float  # end of the last voiced frame so far (the real end of speech)
+    by_model: bool = False  # ENDED because the turn model heard a finished sentence
 
 
 class UtteranceSegmenter:
-    """One speaker's utterance boundaries from per-frame speech flags."""
+    """One speaker's utterance boundaries from per-frame speech flags.
 
-    def __init__(self, silence_s: float = 0.6, speculative_s: float = 0.2, onset_frames: int = ONSET_FRAMES) -> None:
-        self.silence_s, self.speculative_s, self.onset_frames = silence_s, min(speculative_s, silence_s), onset_frames
+    `end_of_turn = "silence"`: an utterance ends after `silence_s` of silence. `"model"`: after
+    `turn_check_s` of silence a CHECK asks the owner to consult the turn model, whose "complete"
+    comes back as `end_now()`; without it the utterance ends after `max_pause_s` anyway, so a
+    person who pauses mid-sentence is not answered half-way.
+    """
+
+    def __init__(self, silence_s: float = 0.6, speculative_s: float = 0.2, onset_frames: int = ONSET_FRAMES, *,
+                 end_of_turn: str = "silence", turn_check_s: float = 0.2, max_pause_s: float = 1.6) -> None:
+        if end_of_turn not in ("silence", "model"):
+            raise ValueError(f"unknown end_of_turn {end_of_turn!r}")
+        self.model = end_of_turn == "model"
+        self.silence_s = max_pause_s if self.model else silence_s  # the longest pause an utterance survives
+        self.turn_check_s = min(turn_check_s, self.silence_s)
+        self.speculative_s = min(speculative_s, self.turn_check_s if self.model else self.silence_s)
+        self.onset_frames = onset_frames
         self._run = 0
         self._run_start = 0.0
         self.speaking = False
         self._start = 0.0
         self._last_voice = 0.0
         self._paused = False
+        self._checked = False
 
     def frame(self, is_speech: bool, at: float) -> list[SegmentEvent]:
         """One 20 ms frame that started at `at`."""
@@ -53,11 +70,12 @@ class UtteranceSegmenter:
             self._run += 1
             if self.speaking:
                 self._last_voice = at + FRAME_SECONDS
+                self._checked = False
                 if self._paused:
                     self._paused = False
                     events.append(SegmentEvent(Event.RESUMED, at, self._start, self._last_voice))
             elif self._run >= self.onset_frames:
-                self.speaking, self._paused = True, False
+                self.speaking, self._paused, self._checked = True, False, False
                 self._start, self._last_voice = self._run_start, at + FRAME_SECONDS
                 events.append(SegmentEvent(Event.STARTED, at + FRAME_SECONDS, self._start, self._last_voice))
         else:
@@ -69,17 +87,42 @@ class UtteranceSegmenter:
             return []
         quiet = now - self._last_voice
         if quiet >= self.silence_s - 1e-9:
-            self.speaking = False
-            self._paused = False
-            self._run = 0
-            return [SegmentEvent(Event.ENDED, now, self._start, self._last_voice)]
+            return [self._end(now, by_model=False)]
+        events = []
         if quiet >= self.speculative_s - 1e-9 and not self._paused:
             self._paused = True
-            return [SegmentEvent(Event.PAUSED, now, self._start, self._last_voice)]
-        return []
+            events.append(SegmentEvent(Event.PAUSED, now, self._start, self._last_voice))
+        if self.model and quiet >= self.turn_check_s - 1e-9 and not self._checked:
+            self._checked = True
+            events.append(SegmentEvent(Event.CHECK, now, self._start, self._last_voice))
+        return events
+
+    def end_now(self, speech_end: float, now: float) -> list[SegmentEvent]:
+        """The turn model judged the pause after `speech_end` the end of the turn: end the
+        utterance now, unless the speaker has gone on since (then the verdict is stale)."""
+        if not self.speaking or not self._checked or abs(self._last_voice - speech_end) > 1e-6:
+            return []
+        return [self._end(now, by_model=True)]
+
+    def _end(self, now: float, *, by_model: bool) -> SegmentEvent:
+        self.speaking = self._paused = self._checked = False
+        self._run = 0
+        return SegmentEvent(Event.ENDED, now, self._start, self._last_voice, by_model)
 
 
-_WORD = re.compile(r"[\w']+")
+# Words an English sentence hardly ever ends on: a transcript ending on one is a pause for
+# thought ("What is the capital of ..."), whatever the intonation sounded like.
+DANGLING = frozenset("""a an the my your his her our their and or but nor because if whether than of with
+very um uh er erm""".split())  # not "for", "from", "on", "is": questions end on those ("Where are you from?")
+
+
+def sounds_unfinished(text: str) -> bool:
+    """The transcript trails off (an ellipsis, a comma, or a dangling last word)."""
+    stripped = text.strip()
+    if stripped.endswith(("...", "…", ",", "-")):
+        return True
+    words = _WORD.findall(stripped.lower())
+    return bool(words) and words[-1] in DANGLING
 
 
 def mentions_wake_word(text: str, wake_words: list[str] | tuple[str, ...]) -> bool:

@@ -158,7 +158,7 @@ def _bot_speech(server: FakeDiscord) -> list[Any]:
 async def test_utterance_survives_packet_loss_and_reordering(tmp_path, repo_config, backend, speech, vad):
     question = await said(speech, "What is the capital of France?")
     async with in_call(tmp_path, repo_config, backend, tokens=8, vad=vad) as (server, _bot, session):
-        assert session.listener.receiver._options["vad"] == vad  # noqa: SLF001
+        assert session.listener.receiver.settings.vad == vad
         await server.speak(server.alice, question, impairment=Impairment(loss=0.1, reorder=0.1, seed=7))
         clip = server.voice.spoken[-1]
         assert clip.dropped >= 0.05 * clip.frames and clip.reordered >= 1

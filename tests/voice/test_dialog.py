@@ -139,3 +139,46 @@ async def test_close_cancels_the_answer_and_every_speculative_attempt() -> None:
     await settle()
     assert not rig.dialog.playing
     assert rig.dialog._speculative == {}  # noqa: SLF001
+
+
+@pytest.mark.parametrize(("p", "text", "ends"), [
+    (0.9, "assistant what time is it", True),
+    (0.2, "assistant what time is it", False),  # the model hears an unfinished sentence
+    (0.9, "assistant what is the capital of", False),  # the words trail off, whatever the pitch did
+])
+async def test_the_turn_model_ends_a_turn_only_when_it_sounds_and_reads_finished(p: float, text: str,
+                                                                               ends: bool) -> None:
+    rig = Rig(transcripts={1600: text})
+    ended: list[tuple[int, float]] = []
+    judged: list[int] = []
+
+    async def judge(audio: np.ndarray) -> float:
+        judged.append(len(audio))
+        return p
+
+    rig.dialog.judge_turn, rig.dialog.end_turn = judge, lambda user, end: ended.append((user, end))
+    rig.event(Event.PAUSED)
+    rig.dialog.on_event(SpeechEvent(1, Event.CHECK, 1.2, 0.0, 1.0, np.zeros(4800, np.float32)))
+    await settle()
+    assert judged == [4800], "the model hears the utterance with its trailing silence"
+    assert ended == ([(1, 1.0)] if ends else [])
+    assert rig.dialog.verdicts == [(p, text, ends)] and not rig.spoken, "nothing plays before ENDED"
+
+
+async def test_speech_going_on_cancels_the_turn_verdict() -> None:
+    rig = Rig()
+    ended: list[tuple[int, float]] = []
+    gate = asyncio.Event()
+
+    async def judge(audio: np.ndarray) -> float:
+        await gate.wait()
+        return 0.9
+
+    rig.dialog.judge_turn, rig.dialog.end_turn = judge, lambda user, end: ended.append((user, end))
+    rig.event(Event.PAUSED)
+    rig.dialog.on_event(SpeechEvent(1, Event.CHECK, 1.2, 0.0, 1.0, np.zeros(4800, np.float32)))
+    await settle()
+    rig.event(Event.RESUMED)
+    gate.set()
+    await settle()
+    assert ended == [] and rig.dialog.discarded == 1

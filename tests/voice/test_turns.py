@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from assistant.voice.turns import (
     FRAME_SECONDS, AnswerPolicy, Event, UtteranceSegmenter, addressed_at_start, mentions_wake_word,
-    should_barge_in)
+    should_barge_in, sounds_unfinished)
 from assistant.voice.vad import WebRtcVad, make_vad
 
 
@@ -189,3 +189,46 @@ def test_joining_opens_the_follow_up_window_of_the_joiner_only() -> None:
     assert not policy.should_answer(1, "What is the capital of France?", 131.0)
     assert not policy.should_answer(2, "What is the capital of France?", 101.0)
     assert AnswerPolicy("wake_word", ["assistant"], 30).should_answer(2, "assistant, hi", 0.0)
+
+
+def test_model_mode_checks_after_turn_check_and_ends_only_when_told_or_after_max_pause() -> None:
+    seg = UtteranceSegmenter(silence_s=0.6, speculative_s=0.15, end_of_turn="model", turn_check_s=0.2,
+                             max_pause_s=1.6)
+    events = run(seg, "#" * 10 + "_" * 12)
+    assert [e[0] for e in events] == [Event.STARTED, Event.PAUSED, Event.CHECK]
+    assert events[2][1] == 0.4 and events[2][3] == 0.2, "checked 200 ms after the end of speech"
+    assert seg.end_now(0.1, 0.45) == [], "a verdict on an older pause is stale"
+    (ended,) = seg.end_now(0.2, 0.45)
+    assert ended.kind is Event.ENDED and ended.by_model and ended.at == 0.45
+    assert seg.end_now(0.2, 0.5) == [], "an utterance ends once"
+
+
+def test_model_mode_survives_a_pause_longer_than_silence_ms_and_ends_at_max_pause() -> None:
+    seg = UtteranceSegmenter(silence_s=0.6, speculative_s=0.15, end_of_turn="model", turn_check_s=0.2,
+                             max_pause_s=1.6)
+    events = run(seg, "#" * 10 + "_" * 40 + "#" * 10 + "_" * 90)  # an 800 ms pause, then more words
+    kinds = [e[0] for e in events]
+    assert kinds == [Event.STARTED, Event.PAUSED, Event.CHECK, Event.RESUMED, Event.PAUSED, Event.CHECK, Event.ENDED]
+    assert events[-1][2:] == (0.0, 1.2) and not seg.speaking
+    assert round(events[-1][1] - events[-1][3], 3) == 1.6
+
+
+@given(st.text(alphabet="#._", max_size=300))
+def test_model_mode_events_alternate_sensibly(flags: str) -> None:
+    state = "idle"
+    seg = UtteranceSegmenter(silence_s=0.3, speculative_s=0.1, end_of_turn="model", turn_check_s=0.14,
+                             max_pause_s=0.5)
+    for kind, *_ in run(seg, flags):
+        allowed = {"idle": {Event.STARTED}, "talk": {Event.PAUSED, Event.ENDED},
+                   "pause": {Event.RESUMED, Event.ENDED, Event.CHECK}}[state]
+        assert kind in allowed
+        state = {Event.STARTED: "talk", Event.PAUSED: "pause", Event.RESUMED: "talk", Event.ENDED: "idle",
+                 Event.CHECK: "pause"}[kind]
+
+
+@pytest.mark.parametrize(("text", "unfinished"), [
+    ("What is the capital of", True), ("What is the capital of France?", False), ("Tell me about the", True),
+    ("Where are you from?", False), ("I want a pizza and...", True), ("I think, um", True), ("", False),
+])
+def test_a_transcript_that_trails_off_sounds_unfinished(text: str, unfinished: bool) -> None:
+    assert sounds_unfinished(text) is unfinished
