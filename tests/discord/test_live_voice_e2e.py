@@ -238,3 +238,27 @@ async def test_the_person_who_joined_is_answered_without_the_wake_word_and_other
         await server.speak(server.bob, other)
         await server.world.wait_until(lambda: session.dialog.unanswered >= 1, 60, "bob's utterance to be decided")
         assert len(session.transcripts) == 1 and session.transcripts[0][0] == server.alice.id
+
+
+async def test_the_turn_model_waits_through_a_mid_sentence_pause_and_ends_a_finished_question_at_once(
+        tmp_path, repo_config, backend, speech):
+    """end_of_turn = "model" (the default): "What is the capital of … France?" with an 800 ms
+    pause (longer than silence_ms, which would have cut it) is one utterance; a finished question
+    is ended by the model, not by waiting for the silence timer."""
+    from tests.voice.utterances import piper_paused
+
+    paused, _ = piper_paused(speech, "What is the capital of", "France?", 0.8)
+    finished = await said(speech, "What color is the sky?")
+    async with in_call(tmp_path, repo_config, backend, tokens=8, end_of_turn="model") as (server, _bot, session):
+        await server.speak(server.alice, resample(paused, 16_000, RATE, layout="stereo", fmt="s16"))
+        await server.world.wait_until(lambda: session.transcripts, 60, "the question to be answered")
+        await answer_audio(server, server.voice.spoken[-1].started_at)
+        assert len(session.transcripts) == 1, session.transcripts
+        text = session.transcripts[0][1].lower()
+        assert "capital" in text and "france" in text, text
+        await server.speak(server.alice, finished)
+        await server.world.wait_until(lambda: len(session.transcripts) == 2, 60, "the second question")
+        await answer_audio(server, server.voice.spoken[-1].started_at)
+        turn = session.latency.turns[-1]
+        assert turn.ended_by_model and turn.turn_probability is not None and turn.turn_probability > 0.5
+        assert session.dialog.verdicts[-1][2], session.dialog.verdicts
