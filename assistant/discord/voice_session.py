@@ -75,7 +75,8 @@ class VoiceSession:
             name_of=self._name_of, policy=AnswerPolicy(voice.answer_mode, voice.wake_words, voice.follow_up_s),
             barge_in=voice.barge_in, latency=latency,
             judge_turn=(lambda audio: asyncio.to_thread(turn_model.probability, audio)) if turn_model else None,
-            end_turn=self._end_turn, turn_threshold=turn_model.threshold if turn_model else 0.5)
+            end_turn=self._end_turn, turn_threshold=turn_model.threshold if turn_model else 0.5,
+            pause_playback=self._pause_playback, resume_playback=self._resume_playback)
         self.listener = VoiceListener(vc, self._on_event, voice,
                                       vad_model=silero_model_path(config.storage.models_dir))
         self.debug_dir = debug_audio_dir(config) if voice.debug_record_audio else None
@@ -192,5 +193,16 @@ class VoiceSession:
         source = self._source
         if source is not None:
             source.close()
-        if source is not None and getattr(self.vc, "source", None) is source and self.vc.is_playing():
+        if source is not None and getattr(self.vc, "source", None) is source and (
+                self.vc.is_playing() or self.vc.is_paused()):
             self.vc.stop()
+
+    def _pause_playback(self) -> None:
+        """Silent at once (no packet is sent while paused) but resumable: a barge-in that proves
+        to be "mhm" or a cough lets the answer go on where it stopped."""
+        if self._source is not None and getattr(self.vc, "source", None) is self._source and self.vc.is_playing():
+            self.vc.pause()
+
+    def _resume_playback(self) -> None:
+        if self._source is not None and getattr(self.vc, "source", None) is self._source and self.vc.is_paused():
+            self.vc.resume()

@@ -28,11 +28,24 @@ import numpy as np
 
 from assistant.voice.latency import VoiceLatencyLog, VoiceTurnTiming
 from assistant.voice.receiver import SpeechEvent
-from assistant.voice.turns import AnswerPolicy, Event, should_barge_in, sounds_unfinished
+from assistant.voice.turns import AnswerPolicy, Event, is_backchannel, should_barge_in, sounds_unfinished
 
 logger = logging.getLogger(__name__)
 
 _END = object()
+
+
+BACKCHANNEL_MAX_S = 1.0  # speech longer than this while the bot talks is a real interruption
+
+
+@dataclass
+class _Hold:
+    """An answer paused because `user_id` started speaking over it."""
+
+    user_id: int
+    timer: asyncio.TimerHandle
+    quiet: bool = False  # the interrupter has paused (their utterance may be over)
+    overdue: bool = False  # BACKCHANNEL_MAX_S has passed since they started
 
 
 @dataclass
@@ -60,11 +73,15 @@ class VoiceDialog:
                  barge_in: str = "speaker", latency: VoiceLatencyLog | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  judge_turn: Callable[[np.ndarray], Awaitable[float]] | None = None,
-                 end_turn: Callable[[int, float], None] | None = None, turn_threshold: float = 0.5) -> None:
+                 end_turn: Callable[[int, float], None] | None = None, turn_threshold: float = 0.5,
+                 pause_playback: Callable[[], None] | None = None,
+                 resume_playback: Callable[[], None] | None = None) -> None:
         """`judge_turn(audio) -> P(complete)` (Smart Turn) and `end_turn(user, speech_end)` (ends that
         speaker's utterance now, in the receiver) are given for `voice.end_of_turn = "model"`."""
         self.recognize, self.answer, self.speak = recognize, answer, speak
         self.judge_turn, self.end_turn, self.turn_threshold = judge_turn, end_turn, turn_threshold
+        self.pause_playback, self.resume_playback = pause_playback, resume_playback
+        self._held: _Hold | None = None  # playback paused by a voice that may be only a backchannel
         self.stop_playback, self.name_of, self.policy = stop_playback, name_of, policy
         self.barge_in, self.clock = barge_in, clock
         self.latency = latency or VoiceLatencyLog()
@@ -75,6 +92,7 @@ class VoiceDialog:
         self.discarded = 0
         self.unanswered = 0  # finished utterances the answer policy (or a failure) left unanswered
         self.verdicts: list[tuple[float, str, bool]] = []  # (P(complete), transcript, ended) per turn check
+        self.false_alarms = 0  # barge-ins that were a backchannel or a cough: the answer went on
 
     @property
     def playing(self) -> bool:
@@ -83,11 +101,22 @@ class VoiceDialog:
     def on_event(self, event: SpeechEvent) -> None:
         """Feed every SpeechEvent here (from the listener, on the event loop)."""
         if event.kind is Event.STARTED:
-            if should_barge_in(self.barge_in, event.user_id, self.answering_user, self.playing):
+            if self._held is None and should_barge_in(self.barge_in, event.user_id, self.answering_user,
+                                                      self.playing):
                 self.barge_ins += 1
-                self.stop_playback()
-                if self._playing is not None:
-                    self._playing.cancel()
+                if self.pause_playback is None or self.resume_playback is None:
+                    self._cut()
+                else:  # silent at once; stopped for good unless it proves a backchannel
+                    self.pause_playback()
+                    self._held = _Hold(event.user_id, asyncio.get_running_loop().call_later(
+                        BACKCHANNEL_MAX_S, self._held_too_long))
+            elif self._held is not None and self._held.user_id == event.user_id:
+                self._held.quiet = False
+        elif self._held is not None and self._held.user_id == event.user_id and event.kind in (
+                Event.PAUSED, Event.RESUMED):
+            self._held.quiet = event.kind is Event.PAUSED
+            if event.kind is Event.RESUMED and self._held.overdue:
+                self._cut()
         elif event.kind is Event.PAUSED and event.audio is not None:
             self._discard(event.user_id)
             self._speculative[event.user_id] = self._start(event, speculative=True)
@@ -106,8 +135,43 @@ class VoiceDialog:
             attempt.timing.turn_ended, attempt.timing.ended_by_model = self.clock(), event.by_model
             asyncio.get_running_loop().create_task(self._deliver(attempt))
 
+    def _cut(self) -> None:
+        """A real interruption: stop the answer being spoken, for good."""
+        if self._held is not None:
+            self._held.timer.cancel()
+            self._held = None
+        self.stop_playback()
+        if self._playing is not None:
+            self._playing.cancel()
+
+    def _held_too_long(self) -> None:
+        """The interrupter is still talking after BACKCHANNEL_MAX_S: no backchannel is that long."""
+        if self._held is not None:
+            self._held.overdue = True
+            if not self._held.quiet:
+                self._cut()
+
+    def _backchannel(self, attempt: _Attempt) -> bool:
+        """Did the held interruption turn out to be a backchannel ("yeah", "mhm") or a cough?
+        If so, resume the answer and drop the utterance; otherwise stop the answer for good."""
+        held = self._held
+        if held is None or held.user_id != attempt.user_id:
+            return False
+        if held.overdue and not held.quiet or not is_backchannel(attempt.text):
+            self._cut()
+            return False
+        held.timer.cancel()
+        self._held = None
+        self.false_alarms += 1
+        assert self.resume_playback is not None
+        self.resume_playback()
+        return True
+
     def close(self) -> None:
         """Stop everything in flight: the answer being spoken and every speculative attempt (on `leave`)."""
+        if self._held is not None:
+            self._held.timer.cancel()
+            self._held = None
         if self._playing is not None:
             self._playing.cancel()
         for attempt in list(self._speculative.values()):
@@ -140,7 +204,9 @@ class VoiceDialog:
         try:
             text = attempt.text = (await self.recognize(audio)).strip()
             attempt.timing.recognised = self.clock()
-            attempt.answering = self.policy.should_answer(attempt.user_id, text, self.clock())
+            held = self._held is not None and self._held.user_id == attempt.user_id
+            attempt.answering = self.policy.should_answer(attempt.user_id, text, self.clock()) and not (
+                held and is_backchannel(text))  # "mhm" over the answer is not a question
             if attempt.answering:  # synthesis starts now, during the silence; playback waits for `go`
                 attempt.speaking = asyncio.get_running_loop().create_task(
                     self.speak(self._deltas(attempt), lambda: self._first_audio(attempt), attempt.go))
@@ -190,6 +256,12 @@ class VoiceDialog:
 
     async def _deliver(self, attempt: _Attempt) -> None:
         await attempt.decided.wait()
+        if self._backchannel(attempt):
+            if attempt.task is not None:
+                attempt.task.cancel()  # "mhm" is not a question: nothing of it is answered or kept
+            if attempt.speaking is not None:
+                attempt.speaking.cancel()
+            return
         if attempt.speaking is None:  # not answered (policy, failure): nothing was prepared
             self.unanswered += 1
             return

@@ -185,6 +185,20 @@ class AnswerPolicy:
         self._until.pop(user_id, None)
 
 
+BACKCHANNELS = frozenset("""yeah yes yep yup mhm mm mmm hmm hm uh huh um uhm ah oh okay ok right sure cool nice
+wow alright aha ha""".split())
+_NOISE = re.compile(r"\[[^\]]*\]|\([^)]*\)|\*[^*]*\*")  # whisper's "[coughs]", "(laughing)", "*sigh*"
+
+
+def is_backchannel(text: str) -> bool:
+    """Words that only say "I'm listening" (or no words at all: a cough, a laugh).
+
+    Why words and not the turn model: "yeah" is a finished turn to Smart Turn, and a cough has
+    no intonation to judge; what separates them from "wait, stop" is what was said."""
+    words = [w.lower() for w in _WORD.findall(_NOISE.sub(" ", text))]
+    return len(words) <= 3 and all(w in BACKCHANNELS for w in words)
+
+
 def should_barge_in(mode: str, speaker_id: int, answering_id: int | None, playing: bool) -> bool:
     """Does `speaker_id` starting to speak stop the answer being played to `answering_id`?"""
     if not playing or mode == "off":

@@ -123,16 +123,23 @@ async def test_spoken_question_gets_spoken_answer_and_speakers_are_named(tmp_pat
 async def test_barge_in_stops_the_answer_and_takes_the_new_utterance(tmp_path, repo_config, backend, speech):
     story = await said(speech, "Please tell me a very long story about a dragon and a knight.")
     interrupt = await said(speech, "Wait, what is the capital of France?")
+    backchannel = await said(speech, "Yeah.")
     async with in_call(tmp_path, repo_config, backend, tokens=200, debug_record_audio=True) as (server, _bot, session):
         await server.speak(server.alice, story)
         await server.world.wait_until(
             lambda: session.dialog.playing and len(_bot_speech(server)) > 75, 120, "1.5 s of the story")
+        await server.speak(server.alice, backchannel)  # "yeah" over the answer: a pause, then it goes on
+        await server.world.wait_until(lambda: session.dialog.false_alarms or not session.dialog.playing, 30,
+                                      "the backchannel to be judged")
+        assert session.dialog.false_alarms == 1 and session.dialog.playing and not session.transcripts
+        resumed = len(_bot_speech(server))
+        await server.world.wait_until(lambda: len(_bot_speech(server)) > resumed + 25, 30, "the story to go on")
         server.speak(server.alice, interrupt)
         await server.world.wait_until(lambda: server.voice.spoken[-1].started_at, 10, "the interruption to start")
         onset = server.voice.spoken[-1].started_at + onset_s(interrupt)
         await server.world.wait_until(lambda: session.transcripts, 120, "the interruption to be answered")
 
-    assert session.dialog.barge_ins >= 1
+    assert session.dialog.barge_ins >= 2 and session.dialog.false_alarms == 1
     assert len(session.transcripts) == 1, "an interrupted answer is not kept in the conversation"
     assert "capital" in session.transcripts[0][1].lower()
     quiet_until = onset + len(interrupt) / RATE  # the new answer cannot start before the user stopped

@@ -182,3 +182,48 @@ async def test_speech_going_on_cancels_the_turn_verdict() -> None:
     gate.set()
     await settle()
     assert ended == [] and rig.dialog.discarded == 1
+
+
+def held_rig(transcript: str) -> tuple[Rig, list[str]]:
+    """Alice (user 1) is being answered at length; what she says next is `transcript` (1200 samples)."""
+    rig = Rig(hold_playback=True, transcripts={1200: transcript})
+    calls: list[str] = []
+    rig.dialog.pause_playback, rig.dialog.resume_playback = lambda: calls.append("pause"), lambda: calls.append(
+        "resume")
+    return rig, calls
+
+
+async def test_a_backchannel_or_a_cough_pauses_the_answer_and_lets_it_go_on() -> None:
+    for said in ("yeah", "Mhm.", "[coughing]", ""):
+        rig, calls = held_rig(said)
+        rig.event(Event.ENDED, user=1)
+        await settle()
+        rig.event(Event.STARTED, user=1, end=2.0)
+        assert calls == ["pause"] and rig.stops == 0, "silent at once, not stopped"
+        rig.event(Event.PAUSED, user=1, end=2.3, samples=1200)
+        rig.event(Event.ENDED, user=1, end=2.3, samples=1200)
+        await settle()
+        assert calls == ["pause", "resume"] and rig.stops == 0 and rig.dialog.playing, said
+        assert rig.dialog.false_alarms == 1 and len(rig.asked) == 1, "the backchannel is not answered"
+
+
+async def test_a_real_interruption_stops_the_answer_for_good() -> None:
+    rig, calls = held_rig("wait, what is the capital of France?")
+    rig.event(Event.ENDED, user=1)
+    await settle()
+    rig.event(Event.STARTED, user=1, end=2.0)
+    rig.event(Event.PAUSED, user=1, end=2.3, samples=1200)
+    rig.event(Event.ENDED, user=1, end=2.3, samples=1200)
+    await settle()
+    assert calls == ["pause"] and rig.stops >= 1 and rig.dialog.false_alarms == 0
+    assert rig.asked[-1][0].startswith("wait"), "the interruption is answered"
+
+
+async def test_talking_on_past_a_backchannel_length_stops_the_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("assistant.voice.dialog.BACKCHANNEL_MAX_S", 0.01)
+    rig, calls = held_rig("yeah")
+    rig.event(Event.ENDED, user=1)
+    await settle()
+    rig.event(Event.STARTED, user=1, end=2.0)
+    await asyncio.sleep(0.05)
+    assert calls == ["pause"] and rig.stops == 1 and not rig.dialog.playing
