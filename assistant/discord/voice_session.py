@@ -74,7 +74,7 @@ class VoiceSession:
             recognize=self._recognize, answer=self._answer, speak=self._speak, stop_playback=self._stop_playback,
             name_of=self._name_of, policy=AnswerPolicy(voice.answer_mode, voice.wake_words, voice.follow_up_s),
             barge_in=voice.barge_in, latency=latency,
-            judge_turn=(lambda audio: asyncio.to_thread(turn_model.probability, audio)) if turn_model else None,
+            judge_turn=turn_model.probability_async if turn_model else None,
             end_turn=self._end_turn, turn_threshold=turn_model.threshold if turn_model else 0.5,
             pause_playback=self._pause_playback, resume_playback=self._resume_playback)
         self.listener = VoiceListener(vc, self._on_event, voice,

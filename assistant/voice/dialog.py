@@ -149,6 +149,7 @@ class VoiceDialog:
         if self._held is not None:
             self._held.overdue = True
             if not self._held.quiet:
+                logger.info("barge-in by %s confirmed: still talking", self._held.user_id)
                 self._cut()
 
     def _backchannel(self, attempt: _Attempt) -> bool:
@@ -158,8 +159,10 @@ class VoiceDialog:
         if held is None or held.user_id != attempt.user_id:
             return False
         if held.overdue and not held.quiet or not is_backchannel(attempt.text):
+            logger.info("barge-in by %s confirmed: %r", attempt.user_id, attempt.text)
             self._cut()
             return False
+        logger.info("barge-in by %s was a backchannel (%r): the answer goes on", attempt.user_id, attempt.text)
         held.timer.cancel()
         self._held = None
         self.false_alarms += 1

@@ -13,8 +13,10 @@ Pipecat feeds it: the utterance from shortly before its onset through the curren
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -88,12 +90,17 @@ class SmartTurn:
         self._session = _session(str(model_path))
         self.threshold = threshold
         self._lock = threading.Lock()
+        # Its own thread: a verdict must not queue behind recognition or synthesis in the shared pool.
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="smart-turn")
 
     def probability(self, audio: np.ndarray) -> float:
         features = log_mel(model_window(audio), WINDOW_S)[None, :, :]
         with self._lock:
             (logits,) = self._session.run(None, {"input_features": features})
         return float(np.asarray(logits).reshape(-1)[0])
+
+    async def probability_async(self, audio: np.ndarray) -> float:
+        return await asyncio.get_running_loop().run_in_executor(self._worker, self.probability, audio)
 
     def complete(self, audio: np.ndarray) -> bool:
         return self.probability(audio) > self.threshold

@@ -195,8 +195,8 @@ def is_backchannel(text: str) -> bool:
 
     Why words and not the turn model: "yeah" is a finished turn to Smart Turn, and a cough has
     no intonation to judge; what separates them from "wait, stop" is what was said."""
-    words = [w.lower() for w in _WORD.findall(_NOISE.sub(" ", text))]
-    return len(words) <= 3 and all(w in BACKCHANNELS for w in words)
+    words = {w.lower() for w in _WORD.findall(_NOISE.sub(" ", text))}
+    return len(words) <= 3 and words <= BACKCHANNELS  # a set: whisper may hear "Yeah. Yeah. Yeah." in "yeah"
 
 
 def should_barge_in(mode: str, speaker_id: int, answering_id: int | None, playing: bool) -> bool:

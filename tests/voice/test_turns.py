@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from assistant.voice.turns import (
     FRAME_SECONDS, AnswerPolicy, Event, UtteranceSegmenter, addressed_at_start, mentions_wake_word,
-    should_barge_in, sounds_unfinished)
+    should_barge_in, sounds_unfinished, is_backchannel)
 from assistant.voice.vad import WebRtcVad, make_vad
 
 
@@ -232,3 +232,11 @@ def test_model_mode_events_alternate_sensibly(flags: str) -> None:
 ])
 def test_a_transcript_that_trails_off_sounds_unfinished(text: str, unfinished: bool) -> None:
     assert sounds_unfinished(text) is unfinished
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Yeah.", True), ("Mhm", True), ("Yeah. Yeah. Yeah. Yeah. Yeah.", True), ("[coughing]", True), ("", True),
+    ("uh-huh, okay", True), ("Wait, stop!", False), ("Yeah, but what about Spain?", False),
+])
+def test_backchannels_are_a_few_listening_words_or_none(text: str, expected: bool) -> None:
+    assert is_backchannel(text) is expected
