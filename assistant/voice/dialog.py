@@ -122,7 +122,8 @@ class VoiceDialog:
             self._speculative[event.user_id] = self._start(event, speculative=True)
         elif event.kind is Event.CHECK and event.audio is not None:
             attempt = self._speculative.get(event.user_id)
-            if attempt is not None and abs(attempt.speech_end - event.speech_end) < 1e-6 and self.judge_turn:
+            if (attempt is not None and abs(attempt.speech_end - event.speech_end) < 1e-6 and self.judge_turn
+                    and (attempt.judging is None or attempt.judging.done())):  # one verdict at a time
                 attempt.judging = asyncio.get_running_loop().create_task(self._judge(attempt, event.audio))
         elif event.kind is Event.RESUMED:
             self._discard(event.user_id)

@@ -16,6 +16,7 @@ from enum import Enum
 _WORD = re.compile(r"[\w']+")
 ONSET_FRAMES = 3  # voiced 20 ms frames in a row before we call it speech (60 ms): ignores clicks
 FRAME_SECONDS = 0.02
+CHECKS = 3  # turn-model checks per pause: after turn_check_s, twice and four times that
 
 
 class Event(Enum):
@@ -40,8 +41,10 @@ class UtteranceSegmenter:
 
     `end_of_turn = "silence"`: an utterance ends after `silence_s` of silence. `"model"`: after
     `turn_check_s` of silence a CHECK asks the owner to consult the turn model, whose "complete"
-    comes back as `end_now()`; without it the utterance ends after `max_pause_s` anyway, so a
-    person who pauses mid-sentence is not answered half-way.
+    comes back as `end_now()`; it asks again after twice and four times that silence (the model
+    grows surer as the silence grows: a finished question that scores 0.4 after 200 ms scores
+    0.9 after 400 ms); without a "complete" the utterance ends after `max_pause_s`, so a person
+    who pauses mid-sentence is not answered half-way.
     """
 
     def __init__(self, silence_s: float = 0.6, speculative_s: float = 0.2, onset_frames: int = ONSET_FRAMES, *,
@@ -59,7 +62,7 @@ class UtteranceSegmenter:
         self._start = 0.0
         self._last_voice = 0.0
         self._paused = False
-        self._checked = False
+        self._checks = 0  # CHECKs sent during the current pause
 
     def frame(self, is_speech: bool, at: float) -> list[SegmentEvent]:
         """One 20 ms frame that started at `at`."""
@@ -70,12 +73,12 @@ class UtteranceSegmenter:
             self._run += 1
             if self.speaking:
                 self._last_voice = at + FRAME_SECONDS
-                self._checked = False
+                self._checks = 0
                 if self._paused:
                     self._paused = False
                     events.append(SegmentEvent(Event.RESUMED, at, self._start, self._last_voice))
             elif self._run >= self.onset_frames:
-                self.speaking, self._paused, self._checked = True, False, False
+                self.speaking, self._paused, self._checks = True, False, 0
                 self._start, self._last_voice = self._run_start, at + FRAME_SECONDS
                 events.append(SegmentEvent(Event.STARTED, at + FRAME_SECONDS, self._start, self._last_voice))
         else:
@@ -92,20 +95,21 @@ class UtteranceSegmenter:
         if quiet >= self.speculative_s - 1e-9 and not self._paused:
             self._paused = True
             events.append(SegmentEvent(Event.PAUSED, now, self._start, self._last_voice))
-        if self.model and quiet >= self.turn_check_s - 1e-9 and not self._checked:
-            self._checked = True
+        if self.model and self._checks < CHECKS and quiet >= self.turn_check_s * 2 ** self._checks - 1e-9:
+            self._checks += 1
             events.append(SegmentEvent(Event.CHECK, now, self._start, self._last_voice))
         return events
 
     def end_now(self, speech_end: float, now: float) -> list[SegmentEvent]:
         """The turn model judged the pause after `speech_end` the end of the turn: end the
         utterance now, unless the speaker has gone on since (then the verdict is stale)."""
-        if not self.speaking or not self._checked or abs(self._last_voice - speech_end) > 1e-6:
+        if not self.speaking or not self._checks or abs(self._last_voice - speech_end) > 1e-6:
             return []
         return [self._end(now, by_model=True)]
 
     def _end(self, now: float, *, by_model: bool) -> SegmentEvent:
-        self.speaking = self._paused = self._checked = False
+        self.speaking = self._paused = False
+        self._checks = 0
         self._run = 0
         return SegmentEvent(Event.ENDED, now, self._start, self._last_voice, by_model)
 
@@ -113,7 +117,9 @@ class UtteranceSegmenter:
 # Words an English sentence hardly ever ends on: a transcript ending on one is a pause for
 # thought ("What is the capital of ..."), whatever the intonation sounded like.
 DANGLING = frozenset("""a an the my your his her our their and or but nor because if whether than of with
-very um uh er erm""".split())  # not "for", "from", "on", "is": questions end on those ("Where are you from?")
+about from in into at to for by very many um uh er erm""".split())
+# Not "is", "on", "up", "this": questions end on those. A question that does end on a word
+# here ("Where are you from?") waits for max_pause_ms: slower, but never cut off.
 
 
 def sounds_unfinished(text: str) -> bool:
