@@ -43,6 +43,7 @@ class ModelConfig:
     context_tokens: int = opt(2048, lo=64, hi=1_000_000)
     max_batch_size: int = opt(8, lo=1, hi=256)
     prefix_cache_mb: int = opt(256, lo=0, hi=1 << 20)
+    max_queued_requests: int = opt(64, lo=0, hi=100000)
     adapter: str = ""
     openai_base_url: str = "http://127.0.0.1:8080/v1"
     openai_model: str = "default"
@@ -129,6 +130,20 @@ class SecurityConfig:
     rate_limit_messages: int = opt(10, lo=1, hi=100000)
     rate_limit_window_s: float = opt(60.0, lo=1.0, hi=86400.0)
     max_attachment_bytes: int = opt(25 * 1024 * 1024, lo=1024, hi=1 << 31)
+    allowed_guild_ids: list[int] = opt([])
+    command_rate_limit: int = opt(20, lo=1, hi=100000)
+    reaction_rate_limit: int = opt(30, lo=1, hi=100000)
+    voice_rate_limit: int = opt(20, lo=1, hi=100000)
+    expensive_rate_limit: int = opt(2, lo=1, hi=100000)
+    max_concurrent_generations: int = opt(16, lo=1, hi=4096)
+    test_max_items: int = opt(50, lo=1, hi=10000)
+    test_max_bytes: int = opt(256 * 1024, lo=1024, hi=1 << 31)
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    max_concurrent_requests: int = opt(8, lo=1, hi=4096)
+    max_body_bytes: int = opt(1024 * 1024, lo=1024, hi=1 << 31)
 
 
 @dataclass(frozen=True)
@@ -140,6 +155,7 @@ class Config:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
     # Not from the file: where it was read from, and secrets from the environment.
     source: Path | None = None
     discord_token: str = ""
@@ -216,7 +232,7 @@ def _build_section(cls: type, raw: Any, name: str) -> Any:
 
 
 SECTIONS = {f.name: f for f in dataclasses.fields(Config) if f.name in
-            ("model", "discord", "speech", "voice", "finetune", "storage", "security")}
+            ("model", "discord", "speech", "voice", "finetune", "storage", "security", "serve")}
 
 
 def _resolve_paths(storage: StorageConfig, base: Path) -> StorageConfig:

@@ -32,6 +32,10 @@ class AssistantBot(commands.Bot):
         intents = nextcord.Intents.default()
         intents.message_content = True
         intents.voice_states = True
+        # Nothing the bot writes pings anyone: model output, echoed commands and error messages
+        # repeat what users typed, and "@everyone" in them must stay text. nextcord applies this
+        # client default to every send, edit, interaction response, follow-up and webhook message.
+        kwargs.setdefault("allowed_mentions", nextcord.AllowedMentions.none())
         super().__init__(command_prefix=services.config.discord.command_prefix, intents=intents,
                          help_command=None, **kwargs)
         self.services = services

@@ -235,10 +235,11 @@ class World:
         webhook_id: int | None = None,
         interaction: dict[str, Any] | None = None,
         type: int | None = None,
+        allowed_mentions: dict[str, Any] | None = None,
     ) -> Message:
         c = self.find_channel(channel)
         a = self.find_user(author)
-        mentions = [self.users[int(i)] for i in _USER_MENTION.findall(content) if int(i) in self.users]
+        mentions, roles, everyone = self.parse_mentions(content, allowed_mentions)
         if reference is not None and mention_author and reference.author not in mentions:
             mentions.append(reference.author)
         m = Message(
@@ -252,8 +253,8 @@ class World:
             ],
             type=type if type is not None else (19 if reference is not None else 0),
             mentions=list(dict.fromkeys(mentions)),
-            mention_roles=[int(i) for i in _ROLE_MENTION.findall(content)],
-            mention_everyone="@everyone" in content or "@here" in content,
+            mention_roles=roles,
+            mention_everyone=everyone,
             tts=tts,
             nonce=nonce,
             webhook_id=webhook_id,
@@ -274,8 +275,29 @@ class World:
         self.notify()
         return m
 
+    def parse_mentions(self, content: str, allowed: dict[str, Any] | None) -> tuple[list[User], list[int], bool]:
+        """Who a message pings, as Discord decides it: everything in the text unless the
+        sender's ``allowed_mentions`` narrows it (``parse`` kinds, explicit ids)."""
+        users = [int(i) for i in _USER_MENTION.findall(content) if int(i) in self.users]
+        roles = [int(i) for i in _ROLE_MENTION.findall(content)]
+        everyone = "@everyone" in content or "@here" in content
+        if allowed is not None:
+            parse = set(allowed.get("parse") or [])
+            listed_users = {int(i) for i in allowed.get("users") or []}
+            listed_roles = {int(i) for i in allowed.get("roles") or []}
+            users = [u for u in users if "users" in parse or u in listed_users]
+            roles = [r for r in roles if "roles" in parse or r in listed_roles]
+            everyone = everyone and "everyone" in parse
+        return [self.users[u] for u in users], roles, everyone
+
     def edit_message(self, m: Message, **changes: Any) -> Message:
-        """Append a revision; ``changes`` keys: content, embeds, attachments, components, flags."""
+        """Append a revision; ``changes`` keys: content, embeds, attachments, components, flags
+        (and ``allowed_mentions``, which decides who the new content pings)."""
+        allowed = changes.pop("allowed_mentions", None)
+        if "content" in changes:
+            users, m.mention_roles, m.mention_everyone = self.parse_mentions(changes["content"], allowed)
+            replied = [u for u in m.mentions if m.referenced is not None and u is m.referenced.author]
+            m.mentions = list(dict.fromkeys(replied + users))
         last = m.revisions[-1]
         m.revisions.append(
             Revision(
