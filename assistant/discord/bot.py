@@ -7,6 +7,7 @@ is what tests call with their own services, against the local Discord-compatible
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from typing import Any
@@ -17,6 +18,7 @@ from nextcord.ext import commands
 
 from assistant.config import Config
 from assistant.discord import replies
+from assistant.discord.limits import CommandThrottled, SlashThrottled, install_checks, slow_down
 from assistant.discord.services import BotServices, build_services
 from assistant.errors import AssistantError
 
@@ -39,9 +41,13 @@ class AssistantBot(commands.Bot):
         super().__init__(command_prefix=services.config.discord.command_prefix, intents=intents,
                          help_command=None, **kwargs)
         self.services = services
+        install_checks(self, services.limits)
 
     async def on_command_error(self, ctx: commands.Context, error: Exception) -> None:  # type: ignore[override]
         if isinstance(error, commands.CommandNotFound):
+            return
+        if isinstance(error, CommandThrottled):
+            await slow_down(ctx.message, str(error), warn=error.warn)
             return
         if isinstance(error, commands.CommandInvokeError):
             error = error.original
@@ -54,6 +60,10 @@ class AssistantBot(commands.Bot):
     async def on_application_command_error(self, interaction: nextcord.Interaction,  # type: ignore[override]
                                            error: Exception) -> None:
         original = getattr(error, "original", error)
+        if isinstance(original, SlashThrottled):
+            with contextlib.suppress(nextcord.HTTPException):
+                await interaction.response.send_message(str(original), ephemeral=True)
+            return
         if interaction.response.is_done():
             async def send(**kwargs: Any) -> Any:
                 return await interaction.followup.send(**kwargs)

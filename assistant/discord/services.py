@@ -15,6 +15,7 @@ import aiohttp
 
 from assistant.config import Config
 from assistant.discord.latency import LatencyLog
+from assistant.discord.limits import Limits
 from assistant.discord.policy import EditThrottle, RateLimiter, TypingPacer, is_admin
 from assistant.errors import AdapterError, NotAllowedError
 from assistant.llm.base import ChatBackend
@@ -90,12 +91,14 @@ class BotServices:
     latency: LatencyLog = field(default_factory=LatencyLog)
     voice_latency: VoiceLatencyLog = field(default_factory=VoiceLatencyLog)  # live voice turns (all guilds)
     throttle: EditThrottle = field(init=False)
-    limiter: RateLimiter = field(init=False)
+    limiter: RateLimiter = field(init=False)  # chat answers (= limits.chat)
+    limits: Limits = field(init=False)
     typing: TypingPacer = field(default_factory=TypingPacer)
 
     def __post_init__(self) -> None:
         self.throttle = EditThrottle(self.config.discord.edit_interval_s)
-        self.limiter = RateLimiter(self.config.security.rate_limit_messages, self.config.security.rate_limit_window_s)
+        self.limits = Limits(self.config.security)
+        self.limiter = self.limits.chat
 
     def is_admin(self, user_id: int, role_ids: list[int]) -> bool:
         sec = self.config.security

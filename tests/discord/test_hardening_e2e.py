@@ -51,14 +51,15 @@ async def reply_to(env: Env, sent, *, timeout: float = 30.0):
 async def test_a_megabyte_test_array_is_refused_while_others_are_answered(env: Env):
     server = env.server
     attacker, other = server.add_user("big-tester"), server.add_user("bystander")
-    big = ("[" + ",".join(["0"] * 500_000) + "]").encode()  # 1 MB, half a million items
+    item = json.dumps({"prompt": "a" * 640, "expected": "b"})
+    big = ("[" + ",".join([item] * 1500) + "]").encode()  # 1 MB
     assert len(big) > 1_000_000
     attachment = server.upload("big.json", big, "application/json")
     channel = server.add_text_channel("big-test")
     sent = server.send_message(channel, attacker, "!test", attachments=[attachment])
     hello = server.send_message(server.random, other, "!hi")
     # The other user is answered at once (a bot parsing on its event loop answers nobody
-    # until the parse is over: hours for this array with the old quadratic line numbering).
+    # until the parse is over: about two minutes here with the old quadratic line numbering).
     await server.wait_for_bot_message(server.random, lambda m: m.id > hello.id and "HI!" in m.content, timeout=10)
     refusal = await reply_to(env, sent, timeout=30)
     assert "limit" in refusal.content and not refusal.attachments
@@ -119,3 +120,77 @@ async def test_test_echo_of_a_role_mention_pings_nobody(env: Env):
                             what="the test report")
     assert all(not m.mention_everyone and not m.mention_roles for m in server.bot_messages(channel))
     assert sent.id
+
+
+# -- Medium 3: every way in is rate-limited ---------------------------------------------------
+async def test_a_command_flood_is_throttled_politely_then_with_a_reaction(env: Env):
+    server = env.server
+    user = server.add_user("command-flooder")
+    channel = server.add_text_channel("command-flood")
+    sent = [server.send_message(channel, user, "!hi") for _ in range(6)]
+    await server.wait_until(lambda: server.bot.id in sent[-1].reactions.get("⏳", []), timeout=30,
+                            what="the last command to get ⏳")
+    await server.wait_until(lambda: sum("HI!" in m.content for m in server.bot_messages(channel)) == 4, timeout=30,
+                            what="four answers")
+    polite = [m for m in server.bot_messages(channel) if "faster than I can answer" in m.content]
+    assert len(polite) == 1 and int(polite[0].reference["message_id"]) == sent[4].id
+    slash = server.invoke_slash("hi", user=user, channel=channel)
+    await server.wait_for_response(slash)
+    assert slash.callbacks[0].data.get("flags", 0) & 64  # ephemeral: only the flooder sees it
+    assert "faster than I can answer" in slash.callbacks[0].data["content"]
+
+
+async def test_test_counts_as_expensive(env: Env):
+    server = env.server
+    user = server.add_user("tester")
+    channel = server.add_text_channel("expensive")
+    data = json.dumps([{"prompt": "What is 2+2?", "expected": "4"}])
+    for _ in range(2):
+        sent = server.send_message(channel, user, f"!test {data}")
+        await server.wait_for_bot_message(channel, lambda m: m.id > sent.id and "Score:" in m.content, timeout=60)
+    third = server.send_message(channel, user, f"!test {data}")
+    refusal = await reply_to(env, third)
+    assert "runs many generations" in refusal.content
+
+
+async def test_correction_replies_and_reactions_are_limited(env: Env):
+    server = env.server
+    user = server.add_user("feedback-flooder")
+    channel = server.add_text_channel("feedback-flood")
+    answers = []
+    for n in range(5):
+        asked = server.send_message(channel, user, f"<@{server.bot.id}> Say {n}.")
+        answers.append(await server.wait_for_bot_message(
+            channel, lambda m: m.reference and int(m.reference["message_id"]) == asked.id
+            and not m.content.endswith(CURSOR), timeout=60))
+    store = env.bot.services.store
+    for answer in answers:
+        server.add_reaction(answer, "👍", user)
+    fixes = [server.send_message(channel, user, f"correct: fix {n}", reference=answers[n]) for n in range(5)]
+    polite = await server.wait_for_bot_message(channel, lambda m: m.reference and int(m.reference["message_id"])
+                                               == fixes[-1].id, timeout=30)
+    assert "corrections faster than I can answer" in polite.content
+    await server.wait_until(lambda: sum("saved" in m.content for m in server.bot_messages(channel)) == 4,
+                            timeout=30, what="four corrections saved")
+    saved = [c.correction for c in store.corrections() if c.correction.startswith("fix ")]
+    assert saved == ["fix 0", "fix 1", "fix 2", "fix 3"]  # command_rate_limit = 4
+    rated = {r.reply for r in store.labelled_replies()} & {a.content for a in answers}
+    assert len(rated) <= 3  # reaction_rate_limit = 3; the rest were ignored
+
+
+async def test_generation_slots_are_bounded_bot_wide(env: Env):
+    server = env.server
+    gate = env.bot.services.limits.generations
+    channel = server.add_text_channel("busy")
+    users = [server.add_user(f"busy{i}") for i in range(3)]
+    gate.limit = 1
+    try:
+        sent = [server.send_message(channel, u, f"<@{server.bot.id}> Hello number {i}.") for i, u in enumerate(users)]
+        await server.wait_until(lambda: len({m.id for m in server.bot_messages(channel)}) >= 3
+                                and all(not m.content.endswith(CURSOR) for m in server.bot_messages(channel)),
+                                timeout=60, what="three replies")
+    finally:
+        gate.limit = env.config.security.max_concurrent_generations
+    busy = [m for m in server.bot_messages(channel) if "answering a lot of people" in m.content]
+    assert len(busy) == 2 and sent
+    await server.wait_until(lambda: gate.held == 0, timeout=30, what="the slot to be given back")

@@ -118,8 +118,17 @@ class Adapters(commands.Cog):
         # this one user a refusal, never every user a stalled bot.
         items = await asyncio.to_thread(parse_eval, raw, source, max_items=self.services.config.security.test_max_items)
         active = self.services.backend.active_adapter
-        base = await asyncio.gather(*(self._answer(i.prompt, None) for i in items))
-        tuned = await asyncio.gather(*(self._answer(i.prompt, ACTIVE_ADAPTER) for i in items)) if active else base
+        # One of the bot's generation slots for the whole run, and at most one engine batch of its
+        # questions in flight: a `test` shares the engine with everyone instead of filling its queue.
+        async with self.services.limits.generating():
+            room = asyncio.Semaphore(self.services.config.model.max_batch_size)
+
+            async def answer(prompt: str, adapter: object) -> str:
+                async with room:
+                    return await self._answer(prompt, adapter)
+
+            base = await asyncio.gather(*(answer(i.prompt, None) for i in items))
+            tuned = await asyncio.gather(*(answer(i.prompt, ACTIVE_ADAPTER) for i in items)) if active else base
         lines = [f"Test: {len(items)} items; adapter `{active or 'none (base model only)'}`."]
         base_ok = tuned_ok = 0
         for n, (item, b, t) in enumerate(zip(items, base, tuned), start=1):

@@ -14,15 +14,13 @@ from assistant.discord import replies
 from assistant.discord.attachments import is_audio
 from assistant.discord.history import Said, build_prompt, to_turns
 from assistant.discord.latency import TurnTiming
+from assistant.discord.limits import over_limit, slow_down
 from assistant.discord.policy import Incoming, correction_text, should_answer, strip_mentions
 from assistant.discord.services import BotServices
 from assistant.llm import default_options
 from assistant.llm.base import Message
 
 logger = logging.getLogger(__name__)
-
-SLOW_DOWN_REACTION = "⏳"
-
 
 def conversation_key(channel: Any) -> str:
     return f"discord:{channel.id}"
@@ -67,25 +65,15 @@ class Chat(commands.Cog):
         if not should_answer(self._incoming(message), reply_mode=cfg.reply_mode,
                              allowed_channel_ids=cfg.allowed_channel_ids, answer_dms=cfg.answer_dms):
             return
-        if not self.services.limiter.allow(message.author.id):
-            await self._slow_down(message)
+        refused = over_limit(self.services.limiter, message.author.id, "messages")
+        if refused is not None:
+            await slow_down(message, refused[0], warn=refused[1])
             return
         try:
-            await self.answer(message)
+            async with self.services.limits.generating():
+                await self.answer(message)
         except Exception as exc:  # noqa: BLE001 - one friendly reply, traceback logged
             await replies.report(message.channel.send, exc)
-
-    async def _slow_down(self, message: nextcord.Message) -> None:
-        limiter = self.services.limiter
-        try:
-            if limiter.should_warn(message.author.id):
-                wait = limiter.retry_after(message.author.id)
-                await message.reply(f"You're sending messages faster than I can answer; please wait about "
-                                    f"{max(1, round(wait))} s and ask again.", mention_author=False)
-            else:
-                await message.add_reaction(SLOW_DOWN_REACTION)
-        except nextcord.HTTPException as exc:
-            logger.info("Could not tell %s to slow down: %s", message.author.id, exc)
 
     async def _said(self, message: nextcord.Message) -> list[Said]:
         """Earlier messages: the reply chain if there is one, else recent channel/thread history."""
