@@ -18,6 +18,7 @@ from nextcord.ext import commands
 
 from assistant.config import Config
 from assistant.discord import replies
+from assistant.discord.guilds import GuildGate, event_origin
 from assistant.discord.limits import CommandThrottled, SlashThrottled, install_checks, slow_down
 from assistant.discord.services import BotServices, build_services
 from assistant.errors import AssistantError
@@ -41,7 +42,42 @@ class AssistantBot(commands.Bot):
         super().__init__(command_prefix=services.config.discord.command_prefix, intents=intents,
                          help_command=None, **kwargs)
         self.services = services
+        self.guild_gate = GuildGate(services.config.security.allowed_guild_ids)
+        self._gate_tasks: set[asyncio.Task[None]] = set()
         install_checks(self, services.limits)
+
+    def dispatch(self, event_name: str, *args: Any, **kwargs: Any) -> None:
+        """Drop what users do in servers the operator did not choose, and DMs from non-members
+        (see assistant.discord.guilds); every other event goes through unchanged."""
+        origin = event_origin(event_name, args) if self.guild_gate.allowed else None
+        if origin is None:
+            super().dispatch(event_name, *args, **kwargs)
+            return
+        is_dm, guild_id, user_id = origin
+        if not is_dm:
+            if guild_id is not None and self.guild_gate.allows_guild(guild_id):
+                super().dispatch(event_name, *args, **kwargs)
+            return
+        if user_id is None or (me := self.user) is not None and user_id == me.id:
+            super().dispatch(event_name, *args, **kwargs)
+            return
+        known = self.guild_gate.known_member(user_id)
+        if known is None:
+            task = asyncio.create_task(self._dispatch_if_member(user_id, event_name, args, kwargs))
+            self._gate_tasks.add(task)
+            task.add_done_callback(self._gate_tasks.discard)
+        elif known:
+            super().dispatch(event_name, *args, **kwargs)
+
+    async def _dispatch_if_member(self, user_id: int, event_name: str, args: tuple[Any, ...],
+                                  kwargs: dict[str, Any]) -> None:
+        if await self.guild_gate.is_member(self, user_id):
+            super().dispatch(event_name, *args, **kwargs)
+        else:
+            logger.info("Ignoring a DM from %s: not a member of an allowed server", user_id)
+
+    async def on_guild_join(self, guild: nextcord.Guild) -> None:
+        await self.guild_gate.leave_if_not_allowed(guild)
 
     async def on_command_error(self, ctx: commands.Context, error: Exception) -> None:  # type: ignore[override]
         if isinstance(error, commands.CommandNotFound):
@@ -74,6 +110,8 @@ class AssistantBot(commands.Bot):
 
     async def on_ready(self) -> None:
         logger.info("Logged in as %s (%s)", self.user, self.user.id if self.user else "?")
+        for guild in list(self.guilds):
+            await self.guild_gate.leave_if_not_allowed(guild)
 
     async def close(self) -> None:
         voice = self.get_cog("Voice")

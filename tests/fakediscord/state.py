@@ -58,6 +58,7 @@ class World:
         self.application_id = self.bot.id
         self.users: dict[int, User] = {self.bot.id: self.bot}
         self.guilds: dict[int, Guild] = {}
+        self.left_guilds: list[Guild] = []  # guilds the bot left, in order
         self.dm_channels: dict[int, Channel] = {}
         self.messages: dict[int, Message] = {}
         self.attachments: dict[int, Attachment] = {}
@@ -88,6 +89,32 @@ class World:
         self.random = self.add_channel("random", GUILD_TEXT, parent=self.category)
         self.voice = self.add_channel("Voice", GUILD_VOICE, parent=self.category)
         self.thread = self.add_channel("help-thread", PUBLIC_THREAD, parent=self.general)
+
+    def add_guild(self, name: str, *, members: Iterable[User] = ()) -> Channel:
+        """Another server the bot is added to (a Public Bot can be added anywhere): its
+        members are ``members``, it has one text channel (returned), and the bot receives
+        GUILD_CREATE as when it is invited."""
+        owner = next(iter(members), self.alice)
+        g = Guild(self.ids.next(), name, owner_id=owner.id)
+        g.roles[g.id] = Role(g.id, "@everyone", EVERYONE_PERMISSIONS, position=0)
+        g.members[self.bot.id] = Member(self.bot, [])
+        for u in members:
+            g.members[u.id] = Member(u, [])
+        channel = Channel(self.ids.next(), GUILD_TEXT, "general", guild_id=g.id, position=0)
+        g.channels[channel.id] = channel
+        self.guilds[g.id] = g
+        joined = payloads.guild_create(self, g, all_members=False)
+        joined.pop("unavailable")  # a guild joined now, not one becoming available after READY
+        self.dispatch("GUILD_CREATE", joined)
+        self.notify()
+        return channel
+
+    def remove_bot_from(self, guild_id: int) -> None:
+        """The bot left (or was removed from) a guild: GUILD_DELETE, and the guild is gone for it."""
+        g = self.guilds.pop(guild_id)
+        self.left_guilds.append(g)
+        self.dispatch("GUILD_DELETE", {"id": str(g.id), "unavailable": False})
+        self.notify()
 
     def add_role(self, name: str, permissions: int = 0, *, position: int | None = None) -> Role:
         g = self.guild
