@@ -8,7 +8,9 @@ file: a section names the environment variable that holds them, and `load_config
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 import os
 import tomllib
 import types
@@ -25,7 +27,7 @@ def opt(default: Any, *, lo: float | None = None, hi: float | None = None,
     """A config field with its allowed range or choices, checked at load time."""
     meta = {"lo": lo, "hi": hi, "choices": choices}
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
+        return field(default_factory=functools.partial(copy.copy, default), metadata=meta)
     return field(default=default, metadata=meta)
 
 
@@ -48,6 +50,8 @@ class ModelConfig:
     openai_base_url: str = "http://127.0.0.1:8080/v1"
     openai_model: str = "default"
     openai_api_key_env: str = "OPENAI_API_KEY"
+    openai_server: str = opt("generic", choices=("generic", "vllm"))
+    openai_adapter_dir: str = ""
     request_timeout_s: float = opt(120.0, lo=1.0, hi=3600.0)
 
 

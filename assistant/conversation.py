@@ -71,17 +71,15 @@ class Conversation:
     def _system(self) -> list[Message]:
         return [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
 
-    def prompt_for(self, user_text: str, *, name: str | None = None) -> list[Message]:
-        content = f"{name}: {user_text}" if name else user_text
-        turns = self.turns + [{"role": "user", "content": content}]
+    def prompt_for(self, user_text: str) -> list[Message]:
+        turns = self.turns + [{"role": "user", "content": user_text}]
         budget = max(self.context_tokens - self.reply_tokens, 1)
         return trim_history(self._system(), turns, budget, self.backend.count_tokens, target=int(budget * TRIM_TO))
 
-    async def reply(self, user_text: str, options: GenerationOptions | None = None, *,
-                    name: str | None = None) -> AsyncIterator[str]:
+    async def reply(self, user_text: str, options: GenerationOptions | None = None) -> AsyncIterator[str]:
         """Stream the answer to `user_text`, then remember both turns (only if the reply finished)."""
         options = options or GenerationOptions(max_new_tokens=self.reply_tokens)
-        messages = self.prompt_for(user_text, name=name)
+        messages = self.prompt_for(user_text)
         parts: list[str] = []
         async for delta in self.backend.stream(messages, options):
             parts.append(delta)

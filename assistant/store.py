@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from assistant.errors import StoreError
+from assistant.personas import PersonaQueries, personas_migration
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ def _v1(db: sqlite3.Connection) -> None:
     """)
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, personas_migration]
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,7 @@ class DatasetRow:
     created_at: float
 
 
-class Store:
+class Store(PersonaQueries):
     """Typed access to the database. Open with `Store.open(path)`; close with `close()`."""
 
     def __init__(self, db: sqlite3.Connection, path: Path) -> None:
@@ -240,7 +241,7 @@ class Store:
                 "INSERT INTO messages(conversation_id, role, content, external_id, reply_to, created_at) "
                 "VALUES (?, 'assistant', ?, ?, ?, ?)", (conv, reply, reply_external_id, user_row, now)).lastrowid
             return Turn(conversation_key, prompt, reply, int(user_row or 0), int(reply_row or 0), reply_external_id)
-        return self._transaction(body)  # type: ignore[no-any-return]
+        return self._transaction(body)
 
     def set_reply_external_id(self, reply_message_id: int, external_id: str) -> None:
         """Attach the platform's id to a stored reply once it is known (after sending)."""
@@ -369,7 +370,8 @@ class Store:
         """Change a job; with `expect`, only if its current state is one of those (returns whether it changed)."""
         if state is not None and state not in JOB_STATES:
             raise StoreError(f"Unknown job state {state!r}; use one of {', '.join(JOB_STATES)}.")
-        sets, params = [], []
+        sets: list[str] = []
+        params: list[object] = []
         now = time.time()
         if state is not None:
             sets.append("state = ?")

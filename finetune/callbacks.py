@@ -20,7 +20,7 @@ class TokenCounter:
         self.tokens += n
 
 
-class EventsCallback(TrainerCallback):  # type: ignore[misc]
+class EventsCallback(TrainerCallback):
     """Emits start/step/checkpoint events from the main process only (one stream under DDP)."""
 
     def __init__(self, writer: EventWriter | None, counter: TokenCounter, *, world_size: int = 1) -> None:

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from assistant.cli import dispatch
+from assistant.app import run_edge
 from assistant.config import Config
 
 
@@ -82,7 +82,10 @@ def cmd_train(args: argparse.Namespace, config: Config) -> int:
     with open_store(config) as store:
         runner = JobRunner(config, store)
         job_id = runner.submit(spec)
-        print(f"job {job_id}: training into {spec.out} (log: {Path(spec.out) / 'train.log'})", flush=True)
+        print(f"job {job_id}: training into {spec.out} (log: {args.out.resolve() / 'train.log'})", flush=True)
+        if args.detach:
+            print(f"(follow it with `finetune jobs watch {job_id}`)", flush=True)
+            return 0
         try:
             return _follow_with_bar(runner, job_id, bar=not args.no_progress)
         except KeyboardInterrupt:
@@ -196,18 +199,11 @@ def cmd_merge(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_jobs(args: argparse.Namespace, config: Config) -> int:
-    from finetune.events import format_progress
-    from finetune.jobs import JobRunner, JobSpec
+    from finetune.jobs import JobRunner
 
     with open_store(config) as store:
         runner = JobRunner(config, store)
-        if args.action == "submit":
-            job_id = runner.submit(JobSpec(data=args.data, name=args.name, max_steps=args.max_steps,
-                                           epochs=args.epochs, overrides=args.set))
-            print(f"job {job_id} queued")
-            if not args.detach:
-                return _follow(runner, job_id, format_progress)
-        elif args.action == "list":
+        if args.action == "list":
             for job in runner.jobs():
                 print(f"{job.id}  {job.state:9}  {job.out_dir}")
         elif args.action == "status":
@@ -217,22 +213,8 @@ def cmd_jobs(args: argparse.Namespace, config: Config) -> int:
         elif args.action == "cancel":
             print(f"job {args.id}: {runner.cancel(args.id).state}")
         elif args.action == "watch":
-            return _follow(runner, args.id, format_progress)
+            return _follow_with_bar(runner, args.id, bar=not args.no_progress)
     return 0
-
-
-def _follow(runner: Any, job_id: str, fmt: Any) -> int:
-    async def follow() -> str:
-        state = "failed"
-        async for event in runner.watch(job_id):
-            if event.kind == "step":
-                print(fmt(event), flush=True)
-            elif event.kind == "state":
-                state = event.message
-                print(f"job {job_id}: {state}" + (f" ({event.data['error']})" if event.data.get("error") else ""))
-        return state
-
-    return 0 if asyncio.run(follow()) == "succeeded" else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -261,7 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     for p in ds.choices.values():
         p.set_defaults(handler=cmd_datasets)
 
-    make_parser(sub.add_parser("train", help="train a LoRA adapter")).set_defaults(handler=cmd_train)
+    train = make_parser(sub.add_parser("train", help="train a LoRA adapter (a queued job, followed here)"))
+    train.add_argument("--detach", action="store_true", help="queue the job and return (follow: `jobs watch ID`)")
+    train.set_defaults(handler=cmd_train)
 
     ev = sub.add_parser("eval", help="compare base and adapter on prompts with expected answers")
     ev.add_argument("--data", required=True)
@@ -288,23 +272,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     jb = sub.add_parser("jobs", help="training jobs through the job runner").add_subparsers(
         dest="action", required=True)
-    submit = jb.add_parser("submit", help="queue a training job and follow it")
-    submit.add_argument("--data", nargs="+", required=True)
-    submit.add_argument("--name", default=None)
-    submit.add_argument("--max-steps", type=int, default=None)
-    submit.add_argument("--epochs", type=float, default=None)
-    submit.add_argument("--set", action="append", default=[])
-    submit.add_argument("--detach", action="store_true", help="do not follow progress")
     jb.add_parser("list")
-    for action in ("status", "cancel", "watch"):
+    for action in ("status", "cancel"):
         jb.add_parser(action).add_argument("id")
+    watch = jb.add_parser("watch", help="follow a job's progress until it ends")
+    watch.add_argument("id")
+    watch.add_argument("--no-progress", action="store_true", help="one line per step instead of a bar")
     for p in jb.choices.values():
         p.set_defaults(handler=cmd_jobs)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return dispatch(build_parser(), argv)
+    args = build_parser().parse_args(argv)
+    return run_edge(lambda config: args.handler(args, config), config_path=args.config, debug=args.debug)
 
 
 def run() -> None:

@@ -9,11 +9,11 @@ file has validated.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import io
 import json
 import logging
-import re
 import shutil
 import tarfile
 import time
@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from assistant.errors import DatasetError
+from assistant.names import is_valid_name
 from assistant.store import Store
 from finetune.data import Dataset, load_rows, preference_pairs, sft_rows, to_jsonl
 from finetune.masking import tokenize_rows
 
 logger = logging.getLogger(__name__)
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 DATA_FILE = "data.jsonl"
 META_FILE = "meta.json"
 ARCHIVE = "archive"
@@ -36,7 +36,7 @@ ARCHIVE = "archive"
 
 def check_name(name: str) -> str:
     """A dataset name safe to use as one folder name, or a DatasetError saying what is allowed."""
-    if not isinstance(name, str) or not NAME_RE.match(name) or ".." in name or name == ARCHIVE:
+    if not is_valid_name(name) or name == ARCHIVE:
         raise DatasetError(f"Invalid dataset name {name!r}: use 1-64 letters, digits, '.', '_' or '-', "
                            "starting with a letter or digit (no slashes, no '..').")
     return name
@@ -124,7 +124,7 @@ class DatasetManager:
         if not self.root.is_dir():
             return []
         return [self.info(p.name) for p in sorted(self.root.iterdir())
-                if p.is_dir() and NAME_RE.match(p.name) and p.name != ARCHIVE and (p / META_FILE).is_file()]
+                if p.is_dir() and is_valid_name(p.name) and p.name != ARCHIVE and (p / META_FILE).is_file()]
 
     def load(self, name: str) -> Dataset:
         info = self.info(name)
@@ -154,14 +154,14 @@ class DatasetManager:
         self.store.archive_dataset(name, str(target))
         return target
 
-    def select(self, names: list[str]) -> list[str]:
+    def select(self, names: "builtins.list[str]") -> "builtins.list[str]":
         """Set what the next job trains on; every name must be an active dataset."""
         for name in names:
             self.info(name)
         self.store.select_datasets(names)
         return self.store.selected_datasets()
 
-    def selected(self) -> list[str]:
+    def selected(self) -> "builtins.list[str]":
         return self.store.selected_datasets()
 
 

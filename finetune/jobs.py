@@ -31,8 +31,8 @@ import psutil
 
 from assistant.config import Config
 from assistant.errors import TrainingError
+from assistant.names import is_valid_name
 from assistant.store import Job, Store
-from finetune.datasets_store import NAME_RE
 from finetune.events import EVENTS_FILE, ProgressEvent, read_events
 
 logger = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ class JobRunner:
             out = Path(spec.out).resolve()  # chosen by a terminal user, not typed into Discord
         else:
             name = spec.name or f"job-{job_id}"
-            if not NAME_RE.match(name) or ".." in name:
+            if not is_valid_name(name):
                 raise TrainingError(f"Invalid run name {name!r}: use letters, digits, '.', '_' or '-'.")
             out = self.config.storage.runs_dir / name
         if out.exists() and any(out.iterdir()) and not spec.resume:

@@ -27,10 +27,12 @@ import tomllib
 from pathlib import Path
 from typing import Any, Sequence
 
+from assistant.adapters import base_model_identity
 from assistant.config import Config, FinetuneConfig, parse_config
-from assistant.errors import AssistantError, DatasetError, TrainingError
+from assistant.errors import DatasetError, TrainingError
+from assistant.names import is_valid_name
 from finetune.data import Dataset, load_file
-from finetune.datasets_store import DATA_FILE, NAME_RE
+from finetune.datasets_store import DATA_FILE
 from finetune.events import EVENTS_FILE, EventWriter, ProgressEvent, read_events
 
 logger = logging.getLogger(__name__)
@@ -84,7 +86,7 @@ def resolve_data(items: Sequence[str], datasets_dir: Path) -> list[Path]:
     paths = []
     for item in items:
         managed = datasets_dir / item / DATA_FILE
-        if NAME_RE.match(item) and ".." not in item and managed.is_file():
+        if is_valid_name(item) and managed.is_file():
             paths.append(managed)
         elif Path(item).is_file():
             paths.append(Path(item))
@@ -95,17 +97,6 @@ def resolve_data(items: Sequence[str], datasets_dir: Path) -> list[Path]:
 
 def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def base_model_identity(source: str) -> dict[str, Any]:
-    """Name and weight hash of the base model (from its provisioning manifest when there is one)."""
-    from assistant.provision import read_manifest
-
-    manifest = read_manifest(Path(source)) if Path(source).is_dir() else None
-    sha = None
-    if manifest:
-        sha = manifest.get("outputs", {}).get("model.safetensors", {}).get("sha256")
-    return {"source": source, "name": Path(source).name if Path(source).is_dir() else source, "sha256": sha}
 
 
 def last_checkpoint(folder: Path) -> Path | None:
@@ -202,19 +193,18 @@ def run_training(config: Config, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from assistant.cli import resolve_config, setup_logging
+    from assistant.app import run_edge
 
     parser = make_parser()
     parser.add_argument("--config", type=Path, default=None, help="config file (default ./config.toml)")
     parser.add_argument("--debug", action="store_true")
     args = parser.parse_args(argv)
-    setup_logging(args.debug)
-    try:
-        run_training(resolve_config(args.config), args)
-    except AssistantError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    return 0
+
+    def train(config: Config) -> int:
+        run_training(config, args)
+        return 0
+
+    return run_edge(train, config_path=args.config, debug=args.debug)
 
 
 if __name__ == "__main__":

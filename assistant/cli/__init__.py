@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 from pathlib import Path
 from typing import Sequence
 
-from assistant.config import Config, load_config, parse_config
-from assistant.errors import AssistantError
+from assistant.app import run_edge
 
 COMMAND_MODULES = (
     "assistant.cli.run_cmd",
@@ -25,8 +23,6 @@ COMMAND_MODULES = (
     "assistant.cli.speech",
     "assistant.cli.serve",
 )
-
-DEFAULT_CONFIG = Path("config.toml")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,38 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def resolve_config(path: Path | None) -> Config:
-    """--config PATH must exist; without it ./config.toml is used when present, else defaults."""
-    if path is not None:
-        return load_config(path)
-    if DEFAULT_CONFIG.is_file():
-        return load_config(DEFAULT_CONFIG)
-    return parse_config({})
-
-
-def setup_logging(debug: bool) -> None:
-    """Our own INFO lines (what was loaded, where) on stderr; third-party chatter only with --debug."""
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    for ours in ("assistant", "finetune"):
-        logging.getLogger(ours).setLevel(logging.DEBUG if debug else logging.INFO)
-
-
 def dispatch(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
-    """Parse, build the config once, run the handler; every AssistantError becomes one line and an exit code.
-
-    Shared by the `assistant` and `finetune` commands so both edges behave the same.
-    """
+    """Parse the flags, then let `assistant.app.run_edge` build the config and turn errors into exit codes."""
     args = parser.parse_args(argv)
-    setup_logging(args.debug)
-    try:
-        config = resolve_config(args.config)
-        return int(args.handler(args, config) or 0)
-    except AssistantError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        return 130
+    return run_edge(lambda config: args.handler(args, config), config_path=args.config, debug=args.debug)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,48 +8,13 @@ import logging
 import sys
 from pathlib import Path
 
+from assistant.app import new_conversation, open_backend
 from assistant.config import Config
-from assistant.conversation import Conversation
-from assistant.errors import AdapterError
-from assistant.llm import ChatBackend, create_backend, default_options
+from assistant.llm import default_options
 
 logger = logging.getLogger(__name__)
 
 HELP = "Commands: /reset clears the conversation, /exit (or Ctrl-D) leaves."
-
-
-async def open_backend(config: Config, adapter: str | None = None, *, use_active: bool = True) -> ChatBackend:
-    """Create the configured backend with the adapter to use.
-
-    The adapter is the argument, else `model.adapter`, else (with `use_active`) the one
-    `finetune adapters activate` chose, so the terminal answers like the bot does.
-    """
-    backend = await asyncio.to_thread(create_backend, config.model, config.storage.models_dir,
-                                      api_key=config.openai_api_key)
-    path = adapter or config.model.adapter
-    if path:
-        folder = Path(path).expanduser()
-        if not folder.is_dir():
-            raise AdapterError(f"The adapter folder {folder} does not exist.")
-        await backend.load_adapter("active", str(folder))
-        backend.set_active_adapter("active")
-    elif use_active and config.model.backend == "transformers":
-        from finetune.adapters import active_adapter
-
-        folder = active_adapter(config)
-        if folder is not None:
-            try:
-                await backend.load_adapter(folder.parent.name, str(folder))
-                backend.set_active_adapter(folder.parent.name)
-                logger.info("Using the active adapter %s", folder.parent.name)
-            except AdapterError as exc:
-                logger.warning("Not using the active adapter: %s", exc)
-    return backend
-
-
-def new_conversation(config: Config, backend: ChatBackend) -> Conversation:
-    return Conversation(backend, system_prompt=config.model.system_prompt,
-                        context_tokens=config.model.context_tokens, reply_tokens=config.model.max_new_tokens)
 
 
 async def _chat(config: Config, adapter: str | None) -> int:

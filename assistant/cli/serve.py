@@ -14,7 +14,7 @@ logger = logging.getLogger(__name__)
 
 
 async def _serve(config: Config, host: str, port: int) -> int:
-    from assistant.cli.chat import open_backend
+    from assistant.app import open_backend
     from assistant.llm import default_options
     from assistant.openai_server import create_app
 

@@ -25,7 +25,7 @@ from assistant.errors import AssistantError
 
 logger = logging.getLogger(__name__)
 
-COGS = ("basic", "chat", "feedback", "files", "training", "adapters", "voice", "voice_messages")
+COGS = ("basic", "chat", "feedback", "files", "training", "adapters", "voice", "voice_messages", "persona")
 
 
 class AssistantBot(commands.Bot):
@@ -79,7 +79,7 @@ class AssistantBot(commands.Bot):
     async def on_guild_join(self, guild: nextcord.Guild) -> None:
         await self.guild_gate.leave_if_not_allowed(guild)
 
-    async def on_command_error(self, ctx: commands.Context, error: Exception) -> None:  # type: ignore[override]
+    async def on_command_error(self, ctx: commands.Context, error: Exception) -> None:
         if isinstance(error, commands.CommandNotFound):
             return
         if isinstance(error, CommandThrottled):
@@ -93,7 +93,7 @@ class AssistantBot(commands.Bot):
             return
         await replies.report(ctx.send, error)
 
-    async def on_application_command_error(self, interaction: nextcord.Interaction,  # type: ignore[override]
+    async def on_application_command_error(self, interaction: nextcord.Interaction,
                                            error: Exception) -> None:
         original = getattr(error, "original", error)
         if isinstance(original, SlashThrottled):

@@ -26,7 +26,7 @@ Sender = Callable[..., Awaitable[Any]]
 class Invocation:
     """Who ran a command, where, and how to answer them."""
 
-    user: nextcord.abc.User
+    user: nextcord.User | nextcord.Member
     channel: Any
     guild: nextcord.Guild | None
     _send: Sender

@@ -19,6 +19,9 @@ from typing import Any
 
 import nextcord
 
+from assistant.audio import discord_frames
+from assistant.speech.synth import SpeechAudio
+
 logger = logging.getLogger(__name__)
 
 SILENCE = b"\0" * 3840  # one 20 ms frame of 48 kHz stereo s16
@@ -91,14 +94,12 @@ async def speak_deltas(vc: Any, speech: Any, deltas: AsyncIterator[str], source:
     `before_play` is awaited once the first sentence is ready and before anything plays: a
     speculative answer is prepared during the user's trailing silence and waits there until
     the silence confirms the utterance ended; synthesis goes on meanwhile."""
-    from assistant.audio import discord_frames
-
     if not await wait_for_dave(vc):
         logger.warning("Voice encryption key never arrived; not speaking this answer.")
         return False
     started = False
     async for audio in speech.speak_stream(deltas):
-        frames = await asyncio.to_thread(lambda a=audio: list(discord_frames(a.samples, a.rate)))
+        frames = await asyncio.to_thread(_frames, audio)
         source.push(frames)
         if not started:
             if before_play is not None:
@@ -107,7 +108,7 @@ async def speak_deltas(vc: Any, speech: Any, deltas: AsyncIterator[str], source:
                 return False
             if vc.is_playing():
                 vc.stop()
-            vc.play(source, after=lambda err: err and logger.warning("Playback error: %s", err))
+            vc.play(source, after=_log_playback_error)
             started = True
     return started
 
@@ -116,3 +117,12 @@ async def until_played(vc: Any, source: FrameQueueSource) -> None:
     """Wait until the player has read `source` to its end (it must be closed) or was stopped."""
     while vc.is_connected() and vc.is_playing() and getattr(vc, "source", None) is source:
         await asyncio.sleep(FRAME_S)
+
+
+def _frames(audio: SpeechAudio) -> list[bytes]:
+    return list(discord_frames(audio.samples, audio.rate))
+
+
+def _log_playback_error(error: Exception | None) -> None:
+    if error is not None:
+        logger.warning("Playback error: %s", error)

@@ -13,69 +13,22 @@ from typing import Any
 
 import aiohttp
 
+from assistant.adapters import AdapterManager
+from assistant.app import build_runtime
 from assistant.config import Config
 from assistant.discord.latency import LatencyLog
 from assistant.discord.limits import Limits
 from assistant.discord.policy import EditThrottle, RateLimiter, TypingPacer, is_admin
-from assistant.errors import AdapterError, NotAllowedError
+from assistant.errors import NotAllowedError
 from assistant.llm.base import ChatBackend
+from assistant.personas import Persona, persona_scopes
+from assistant.speech.service import SpeechService
 from assistant.store import Store
 from assistant.voice.latency import VoiceLatencyLog
+from finetune.datasets_store import DatasetManager
+from finetune.jobs import JobRunner
 
 logger = logging.getLogger(__name__)
-
-
-class AdapterManager:
-    """The adapter registry (which adapter is active, on disk) kept in step with the engine.
-
-    Activation loads the adapter into the running engine (no model reload) before the
-    pointer file changes, so a broken adapter never becomes "active".
-    """
-
-    def __init__(self, config: Config, backend: ChatBackend, base_source: str) -> None:
-        from finetune.adapters import AdapterRegistry
-
-        self.registry = AdapterRegistry(config.storage.runs_dir)
-        self.backend = backend
-        self.base_source = base_source
-
-    def names(self) -> list[str]:
-        return [info.name for info in self.registry.list()]
-
-    @property
-    def active(self) -> str | None:
-        return self.registry.active()
-
-    async def _load(self, name: str | None) -> None:
-        if name is None:
-            self.backend.set_active_adapter(None)
-            return
-        from finetune.adapters import check_adapter_compatible
-
-        path = self.registry.path(name)
-        await asyncio.to_thread(check_adapter_compatible, path, self.base_source)
-        if name not in self.backend.adapters():
-            await self.backend.load_adapter(name, str(path))
-        self.backend.set_active_adapter(name)
-
-    async def activate(self, name: str | None) -> str | None:
-        await self._load(name)
-        return await asyncio.to_thread(self.registry.activate, name, base_source=self.base_source)
-
-    async def rollback(self) -> str | None:
-        name = await asyncio.to_thread(self.registry.rollback)
-        await self._load(name)
-        return name
-
-    async def load_active(self) -> None:
-        """At start: make the engine use the adapter the registry says is active."""
-        name = self.registry.active()
-        if name is not None:
-            try:
-                await self._load(name)
-                logger.info("Using adapter %s", name)
-            except AdapterError as exc:
-                logger.warning("Not using the active adapter: %s", exc)
 
 
 @dataclass
@@ -83,10 +36,10 @@ class BotServices:
     config: Config
     backend: ChatBackend
     store: Store
-    runner: Any  # finetune.jobs.JobRunner
+    runner: JobRunner
     adapters: AdapterManager
-    datasets: Any  # finetune.datasets_store.DatasetManager
-    speech: Any = None  # assistant.speech SpeechService, when speech is available
+    datasets: DatasetManager
+    speech: SpeechService | None = None  # None when the speech models are not provisioned
     session: aiohttp.ClientSession | None = None
     latency: LatencyLog = field(default_factory=LatencyLog)
     voice_latency: VoiceLatencyLog = field(default_factory=VoiceLatencyLog)  # live voice turns (all guilds)
@@ -109,6 +62,20 @@ class BotServices:
             raise NotAllowedError(f"Only the bot's admins can {what}; ask one of them "
                                   "(admins are listed in security.admin_user_ids / admin_role_ids).")
 
+    def persona_scopes(self, channel: Any) -> list[str]:
+        """Persona scopes for a channel, thread or voice channel (threads inherit from their parent)."""
+        guild = getattr(channel, "guild", None)
+        return persona_scopes(channel_id=getattr(channel, "id", None), parent_id=getattr(channel, "parent_id", None),
+                              guild_id=guild.id if guild is not None else None)
+
+    async def persona_for(self, channel: Any) -> Persona | None:
+        return await asyncio.to_thread(self.store.persona_for, self.persona_scopes(channel))
+
+    async def system_prompt_for(self, channel: Any) -> str:
+        """The system prompt answers in `channel` use: its persona, else `model.system_prompt`."""
+        persona = await self.persona_for(channel)
+        return persona.text if persona is not None else self.config.model.system_prompt
+
     def http(self) -> aiohttp.ClientSession:
         if self.session is None or self.session.closed:
             self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120))
@@ -121,37 +88,12 @@ class BotServices:
         self.store.close()
 
 
-def _speech(config: Config) -> Any:
-    """The speech service when the speech layer is installed and its models are provisioned."""
-    try:
-        from assistant.speech.service import SpeechService
-    except ImportError:
-        logger.info("Speech layer not available: voice messages and spoken answers are off.")
-        return None
-    try:
-        return SpeechService(config.speech, config.storage)
-    except Exception as exc:  # noqa: BLE001 - the bot still chats in text without speech
-        logger.warning("Speech is off: %s", exc)
-        return None
-
-
 async def build_services(config: Config, *, backend: ChatBackend | None = None) -> BotServices:
-    """Load the model (unless given), open the store and the finetune helpers."""
-    from assistant.cli.chat import open_backend
-    from assistant.llm.catalog import resolve_model_source
-    from finetune.datasets_store import DatasetManager
-    from finetune.jobs import JobRunner
-
-    if backend is None:
-        backend = await open_backend(config, use_active=False)  # AdapterManager loads it
-    store = Store.open(config.storage.database)
-    runner = await asyncio.to_thread(JobRunner, config, store)
-    base_source = resolve_model_source(config.model.name, config.storage.models_dir)
-    adapters = AdapterManager(config, backend, base_source)
-    if not config.model.adapter:
-        await adapters.load_active()
-    tokenizer = getattr(backend, "tokenizer", None)
-    datasets = DatasetManager(config.storage.datasets_dir, store, tokenizer=tokenizer,
+    """The core runtime (`assistant.app`) plus what only the bot needs: the job runner and datasets."""
+    runtime = await build_runtime(config, backend=backend)
+    runner = await asyncio.to_thread(JobRunner, config, runtime.store)
+    tokenizer = getattr(runtime.backend, "tokenizer", None)
+    datasets = DatasetManager(config.storage.datasets_dir, runtime.store, tokenizer=tokenizer,
                               max_seq_len=config.finetune.max_seq_len, system_prompt=config.model.system_prompt)
-    return BotServices(config=config, backend=backend, store=store, runner=runner, adapters=adapters,
-                       datasets=datasets, speech=await asyncio.to_thread(_speech, config))
+    return BotServices(config=config, backend=runtime.backend, store=runtime.store, runner=runner,
+                       adapters=runtime.adapters, datasets=datasets, speech=runtime.speech)

@@ -3,7 +3,7 @@
 A `VoiceSession` wires the receive path to the answer path for one voice client:
 
     VoiceListener (UDP → SpeechEvents) → VoiceDialog (speculative recognition, answer policy,
-    barge-in) → Conversation.reply(transcript, name=speaker) → sentence splitter → Piper →
+    barge-in) → Conversation.reply("<name> says: <transcript>") → sentence splitter → Piper →
     one FrameQueueSource → nextcord's player (first sentence plays while the rest is generated)
 
 One `Conversation` per voice channel keeps the spoken history (each user turn is prefixed
@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from assistant.audio import RECOGNITION_RATE
 from assistant.config import Config
 from assistant.conversation import Conversation
 from assistant.discord.playback import FrameQueueSource, speak_deltas, until_played
@@ -39,7 +40,6 @@ from assistant.voice.turns import AnswerPolicy, Event
 
 logger = logging.getLogger(__name__)
 
-RECOGNITION_RATE = 16_000
 # How a spoken turn names its speaker. Measured with SmolLM2-135M at temperature 0: "Alice: What is
 # the capital of France?" derails it (it answers "Allemagne, France..."), "Alice says: ..." does not.
 SPOKEN_TURN = "{name} says: {text}"
@@ -60,21 +60,21 @@ class VoiceSession:
 
     def __init__(self, vc: Any, *, config: Config, backend: Any, speech: Any, store: Any = None,
                  latency: VoiceLatencyLog | None = None, name_of: Callable[[int], str] | None = None,
-                 limiter: RateLimiter | None = None) -> None:
+                 system_prompt: str | None = None, limiter: RateLimiter | None = None) -> None:
         from assistant.discord.voice_recv import VoiceListener
 
         self.vc, self.config, self.speech, self.store = vc, config, speech, store
         self.limiter = limiter  # utterances answered per user (security.voice_rate_limit)
         self.channel_id = int(vc.channel.id)
-        self.conversation = Conversation(backend, system_prompt=config.model.system_prompt,
+        self.conversation = Conversation(backend, system_prompt=config.model.system_prompt if system_prompt is None
+                                         else system_prompt,
                                          context_tokens=config.model.context_tokens,
                                          reply_tokens=config.model.max_new_tokens)
         self._display_name = name_of or (lambda user_id: f"user {user_id}")
-        self._ids_by_name: dict[str, int] = {}
         voice = config.voice
         self.dialog = VoiceDialog(
             recognize=self._recognize, answer=self._answer, speak=self._speak, stop_playback=self._stop_playback,
-            name_of=self._name_of, policy=AnswerPolicy(voice.answer_mode, voice.wake_words, voice.follow_up_s),
+            policy=AnswerPolicy(voice.answer_mode, voice.wake_words, voice.follow_up_s),
             barge_in=voice.barge_in, latency=latency)
         self.listener = VoiceListener(vc, self._on_event, voice,
                                       vad_model=silero_model_path(config.storage.models_dir))
@@ -148,11 +148,6 @@ class VoiceSession:
         return path
 
     # -- the dialog's capabilities ---------------------------------------------------------
-    def _name_of(self, user_id: int) -> str:
-        name = self._display_name(user_id)
-        self._ids_by_name[name] = user_id
-        return name
-
     async def _recognize(self, audio: np.ndarray) -> str:
         try:
             transcript = await self.speech.transcribe(audio)
@@ -160,16 +155,16 @@ class VoiceSession:
             return ""
         return str(transcript.text)
 
-    async def _answer(self, text: str, name: str) -> AsyncIterator[str]:
+    async def _answer(self, text: str, user_id: int) -> AsyncIterator[str]:
         """The conversation's streamed answer; stored once it finished (a cancelled,
-        speculative or interrupted answer is never stored)."""
+        speculative or interrupted answer is never stored). The speaker is known by id: two
+        members may share a display name."""
         parts: list[str] = []
-        turn = SPOKEN_TURN.format(name=name, text=text)
+        turn = SPOKEN_TURN.format(name=self._display_name(user_id), text=text)
         async for delta in self.conversation.reply(turn, default_options(self.config.model)):
             parts.append(delta)
             yield delta
-        user_id = self._ids_by_name.get(name)
-        self.transcripts.append((user_id or 0, text))
+        self.transcripts.append((user_id, text))
         if self.store is not None:
             await asyncio.to_thread(self.store.record_turn, voice_conversation_key(self.channel_id),
                                     prompt=turn, reply="".join(parts).strip(),

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Any
 
 from assistant.config import ModelConfig
 from assistant.llm.base import ChatBackend, GenerationOptions, Message
 
 
-def default_options(model: ModelConfig, **overrides: object) -> GenerationOptions:
-    values: dict[str, object] = {"max_new_tokens": model.max_new_tokens, "temperature": model.temperature,
-                                 "top_p": model.top_p}
-    values.update(overrides)
-    return GenerationOptions(**values)  # type: ignore[arg-type]
+def default_options(model: ModelConfig, **overrides: Any) -> GenerationOptions:
+    """The request options `[model]` configures, with `overrides` (any GenerationOptions field) on top."""
+    options = GenerationOptions(max_new_tokens=model.max_new_tokens, temperature=model.temperature, top_p=model.top_p)
+    return dataclasses.replace(options, **overrides)
 
 
 def create_backend(model: ModelConfig, models_dir: Path, *, api_key: str = "") -> ChatBackend:
@@ -21,7 +22,8 @@ def create_backend(model: ModelConfig, models_dir: Path, *, api_key: str = "") -
         from assistant.llm.openai_backend import OpenAIBackend
 
         return OpenAIBackend(model.openai_base_url, model.openai_model, api_key=api_key,
-                             timeout_s=model.request_timeout_s)
+                             timeout_s=model.request_timeout_s, server=model.openai_server,
+                             adapter_dir=model.openai_adapter_dir)
     from assistant.llm.engine import TransformersEngine
     from assistant.llm.loader import LoadedModel, load_causal_lm
 

@@ -49,6 +49,9 @@ class GenerationStats:
 class ChatBackend(abc.ABC):
     """A language model that continues conversations; shared by all front ends."""
 
+    #: Whether `load_adapter` can work: front ends skip the active adapter (without a warning) when not.
+    supports_adapters: bool = False
+
     @abc.abstractmethod
     def stream(self, messages: list[Message], options: GenerationOptions | None = None) -> AsyncIterator[str]:
         """Yield the reply as text deltas as it is generated. Runs off the event loop."""

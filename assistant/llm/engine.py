@@ -59,6 +59,8 @@ class _Request:
 class TransformersEngine(ChatBackend):
     """Serve a transformers causal LM to many concurrent callers (see module docstring)."""
 
+    supports_adapters = True
+
     def __init__(self, loaded: LoadedModel | Callable[[], LoadedModel], *, max_batch_size: int = 8,
                  prefix_cache_mb: int = 256, max_queued: int = 64) -> None:
         """`loaded` is a loaded model, or better a function that loads one: it is then called on the
@@ -226,6 +228,7 @@ class TransformersEngine(ChatBackend):
                         for req in fresh:
                             req.deliver("error", GenerationError(f"Generation failed: {exc}"))
                 if active:
+                    assert mask is not None  # set by the prefill that admitted `active`
                     try:
                         cache, mask = self._step(active, cache, mask)
                     except Exception as exc:  # noqa: BLE001
@@ -330,6 +333,7 @@ class TransformersEngine(ChatBackend):
         logits = torch.cat(logit_parts)
         active.extend(fresh)
         self._take_tokens(fresh, logits)
+        assert mask is not None  # the loop above ran at least once
         return cache, self._retire(active, cache, mask)
 
     def _step(self, active: list[_Request], cache: Any, mask: torch.Tensor) -> tuple[Any, torch.Tensor]:

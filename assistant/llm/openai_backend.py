@@ -4,6 +4,13 @@ Users whose model does not fit one box run it behind such a server; the rest of 
 assistant cannot tell the difference. Streaming uses the server-sent events of
 `POST {base}/chat/completions` with `stream: true`. We never call a hosted AI API: the base
 URL is whatever the operator configured, normally on their own network.
+
+Adapters trained by `finetune` work on vLLM (`model.openai_server = "vllm"`; started with
+`--enable-lora`, `--max-lora-rank` at least our rank, `VLLM_ALLOW_RUNTIME_LORA_UPDATING=True`):
+activation uploads nothing — the server reads the adapter folder itself, at
+`model.openai_adapter_dir/<run>/adapter` (or at our own path when that is empty) — we call
+`/v1/load_lora_adapter`, and each request names its adapter in `model`. A "generic" server
+refuses adapters with a message that says what to configure.
 """
 
 from __future__ import annotations
@@ -14,19 +21,66 @@ from typing import Any, AsyncIterator
 
 import aiohttp
 
-from assistant.errors import BackendError
-from assistant.llm.base import ChatBackend, GenerationOptions, Message
+from assistant.errors import AdapterError, BackendError
+from assistant.llm.base import ACTIVE_ADAPTER, ChatBackend, GenerationOptions, Message
+from assistant.llm.served_adapters import ServedAdapters
 
 logger = logging.getLogger(__name__)
 
 
 class OpenAIBackend(ChatBackend):
-    def __init__(self, base_url: str, model: str, *, api_key: str = "", timeout_s: float = 120.0) -> None:
+    def __init__(self, base_url: str, model: str, *, api_key: str = "", timeout_s: float = 120.0,
+                 server: str = "generic", adapter_dir: str = "") -> None:
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.api_key = api_key
+        self.server = server
         self.timeout = aiohttp.ClientTimeout(total=timeout_s, sock_read=timeout_s)
         self._session: aiohttp.ClientSession | None = None
+        self._served = ServedAdapters(self._request, base_url=self.base_url, base_model=model,
+                                      adapter_dir=adapter_dir) if server == "vllm" else None
+        self.supports_adapters = self._served is not None
+
+    @property
+    def active_adapter(self) -> str | None:
+        return self._served.active if self._served is not None else None
+
+    def adapters(self) -> list[str]:
+        return self._served.names() if self._served is not None else []
+
+    async def load_adapter(self, name: str, path: str) -> None:
+        if self._served is None:
+            raise AdapterError(f"The model server at {self.base_url} is configured as a generic OpenAI-compatible "
+                               "server, which cannot serve LoRA adapters; run vLLM with --enable-lora and set "
+                               "model.openai_server = \"vllm\" (and model.openai_adapter_dir).")
+        await self._served.load(name, path)
+
+    def set_active_adapter(self, name: str | None) -> None:
+        if self._served is None:
+            super().set_active_adapter(name)
+            return
+        self._served.activate(name)
+
+    def _model_for(self, options: GenerationOptions) -> str:
+        """The `model` field of a request: the adapter's name on vLLM, else the base model."""
+        if self._served is None:
+            return self.model
+        wanted = self._served.active if options.adapter is ACTIVE_ADAPTER else options.adapter
+        return self._served.model_for(wanted if isinstance(wanted, str) else None)
+
+    async def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+        """One JSON call to the server (for adapter management); the status and the decoded body."""
+        session = await self._client()
+        try:
+            async with session.request(method, f"{self.base_url}{path}", json=body) as response:
+                text = await response.text()
+                try:
+                    return response.status, json.loads(text) if text.strip() else None
+                except ValueError:
+                    return response.status, text
+        except aiohttp.ClientError as exc:
+            raise BackendError(f"Cannot reach the model server at {self.base_url} ({exc}); "
+                               "is it running? Check model.openai_base_url.") from None
 
     def count_tokens(self, messages: list[Message]) -> int:
         # The server's tokenizer is not here; ~3.5 characters per token errs on the long side.
@@ -39,7 +93,7 @@ class OpenAIBackend(ChatBackend):
         return self._session
 
     def _payload(self, messages: list[Message], options: GenerationOptions) -> dict[str, Any]:
-        payload: dict[str, Any] = {"model": self.model, "messages": list(messages), "stream": True,
+        payload: dict[str, Any] = {"model": self._model_for(options), "messages": list(messages), "stream": True,
                                    "max_tokens": options.max_new_tokens, "temperature": options.temperature}
         if options.temperature > 0:
             payload["top_p"] = options.top_p

@@ -170,7 +170,8 @@ class WhisperCppRecognizer:
         except Exception as exc:  # whisper.cpp reports a bad file only as a failed init
             raise ModelNotAvailableError(f"Cannot load the whisper model {model_path} ({exc}); "
                                          "run `assistant models fetch --force`.") from None
-        self.multilingual = bool(pw.whisper_is_multilingual(self._model._ctx))
+        self._ctx = getattr(self._model, "_ctx")  # the whisper_context; pywhispercpp does not declare it
+        self.multilingual = bool(pw.whisper_is_multilingual(self._ctx))
         logger.info("Loaded whisper model %s in %.2f s (%s, %d threads)", model_path, time.perf_counter() - started,
                     "multilingual" if self.multilingual else "English-only", self.threads)
 
@@ -193,7 +194,7 @@ class WhisperCppRecognizer:
             started = time.perf_counter()
             raw = self._model.transcribe(audio, **params)
             elapsed = time.perf_counter() - started
-            detected = self._pw.whisper_lang_str(self._pw.whisper_full_lang_id(self._model._ctx)) \
+            detected = self._pw.whisper_lang_str(self._pw.whisper_full_lang_id(self._ctx)) \
                 if self.multilingual else "en"
         segments = clean_segments([(s.t0 / 100, s.t1 / 100, remove_repeats(s.text)) for s in raw], seconds)
         if not segments:

@@ -165,11 +165,11 @@ async def stream_sentences(deltas: AsyncIterator[str] | Iterable[str]) -> AsyncI
     """Sentences from an (async) iterator of text deltas, each yielded as soon as it is finished."""
     splitter = SentenceSplitter()
     if hasattr(deltas, "__aiter__"):
-        async for delta in deltas:  # type: ignore[union-attr]
+        async for delta in deltas:
             for sentence in splitter.feed(delta):
                 yield sentence
     else:
-        for delta in deltas:  # type: ignore[union-attr]
+        for delta in deltas:
             for sentence in splitter.feed(delta):
                 yield sentence
     for sentence in splitter.flush():

@@ -88,11 +88,11 @@ class SpeechService:
             splitter = SentenceSplitter(first_clause_words=self.speech.first_clause_words)
             try:
                 if hasattr(text_deltas, "__aiter__"):
-                    async for delta in text_deltas:  # type: ignore[union-attr]
+                    async for delta in text_deltas:
                         for sentence in splitter.feed(delta):
                             queue.put_nowait(sentence)
                 else:
-                    for delta in text_deltas:  # type: ignore[union-attr]
+                    for delta in text_deltas:
                         for sentence in splitter.feed(delta):
                             queue.put_nowait(sentence)
                 for sentence in splitter.flush():

@@ -3,7 +3,7 @@
 Everything slow is injected so this logic is testable with any engines:
 
 - `recognize(audio) -> text` (16 kHz mono float32; whisper.cpp in production);
-- `answer(text, name) -> async iterator of text deltas` (`Conversation.reply(text, name=...)`);
+- `answer(text, user_id) -> async iterator of text deltas` (the caller names the speaker in the prompt);
 - `speak(deltas, on_first_audio, go) -> awaitable` turns the deltas into sound as they come
   (sentence splitter → TTS → Opus) but plays nothing before the event `go` is set, then calls
   `on_first_audio()` when the first packet goes out; `stop_playback()` cuts it.
@@ -21,7 +21,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -52,13 +53,13 @@ class _Attempt:
 
 class VoiceDialog:
     def __init__(self, *, recognize: Callable[[np.ndarray], Awaitable[str]],
-                 answer: Callable[[str, str], AsyncIterator[str]],
-                 speak: Callable[[AsyncIterator[str], Callable[[], None], asyncio.Event], Awaitable[None]],
-                 stop_playback: Callable[[], None], name_of: Callable[[int], str], policy: AnswerPolicy,
+                 answer: Callable[[str, int], AsyncIterator[str]],
+                 speak: Callable[[AsyncIterator[str], Callable[[], None], asyncio.Event], Coroutine[Any, Any, None]],
+                 stop_playback: Callable[[], None], policy: AnswerPolicy,
                  barge_in: str = "speaker", latency: VoiceLatencyLog | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.recognize, self.answer, self.speak = recognize, answer, speak
-        self.stop_playback, self.name_of, self.policy = stop_playback, name_of, policy
+        self.stop_playback, self.policy = stop_playback, policy
         self.barge_in, self.clock = barge_in, clock
         self.latency = latency or VoiceLatencyLog()
         self._speculative: dict[int, _Attempt] = {}
@@ -133,7 +134,7 @@ class VoiceDialog:
             attempt.decided.set()
             if not attempt.answering:
                 return
-            async for delta in self.answer(text, self.name_of(attempt.user_id)):
+            async for delta in self.answer(text, attempt.user_id):
                 if attempt.timing.first_token is None:
                     attempt.timing.first_token = self.clock()
                 attempt.deltas.put_nowait(delta)

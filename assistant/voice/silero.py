@@ -18,7 +18,7 @@ import numpy as np
 from assistant.config import Config
 from assistant.errors import ModelNotAvailableError
 from assistant.provision import PackagedFile, install_packaged, packaged_ready
-from assistant.voice.vad import FrameVad
+from assistant.voice.frames import FrameVad
 
 SILERO = PackagedFile("silero-vad==6.2.3", "silero_vad/data/silero_vad.onnx",
                       "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3", 2_327_524)

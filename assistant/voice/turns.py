@@ -13,8 +13,9 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 
+from assistant.voice.frames import FRAME_SECONDS
+
 ONSET_FRAMES = 3  # voiced 20 ms frames in a row before we call it speech (60 ms): ignores clicks
-FRAME_SECONDS = 0.02
 
 
 class Event(Enum):

@@ -1,7 +1,7 @@
 """Voice activity detection on 20 ms frames of 16 kHz mono float32.
 
 webrtcvad (webrtcvad-wheels) costs ~2 µs a frame, so one detector per speaker is cheap.
-Frames of any length are re-cut into exact 20 ms frames here, carrying the remainder.
+Frames of any length are re-cut into exact 20 ms frames (`assistant.voice.frames`), carrying the remainder.
 """
 
 from __future__ import annotations
@@ -11,30 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from assistant.errors import ConfigError
+from assistant.voice.frames import FRAME_SECONDS, VAD_FRAME, VAD_RATE, FrameVad
 
-VAD_RATE = 16000
-VAD_FRAME = 320  # 20 ms at 16 kHz
-FRAME_SECONDS = 0.02
-
-
-class FrameVad:
-    """Re-cuts audio of any length into exact 20 ms frames (carrying the remainder) and asks
-    `is_speech` about each one, in order."""
-
-    def __init__(self) -> None:
-        self._pending = np.zeros(0, dtype=np.float32)
-
-    def is_speech(self, frame: np.ndarray) -> bool:
-        raise NotImplementedError
-
-    def frames(self, audio: np.ndarray) -> list[tuple[np.ndarray, bool]]:
-        """Split `audio` (16 kHz float32) into complete 20 ms frames, each with its speech flag."""
-        data = np.concatenate([self._pending, audio.astype(np.float32)])
-        whole = len(data) // VAD_FRAME * VAD_FRAME
-        self._pending = data[whole:]
-        frames = [data[i:i + VAD_FRAME] for i in range(0, whole, VAD_FRAME)]
-        return [(frame, self.is_speech(frame)) for frame in frames]
-
+__all__ = ["FRAME_SECONDS", "VAD_FRAME", "VAD_RATE", "FrameVad", "QuietTailGate", "WebRtcVad", "make_vad"]
 
 class WebRtcVad(FrameVad):
     def __init__(self, aggressiveness: int = 2) -> None:

@@ -18,14 +18,14 @@ class Rig:
     def __init__(self, mode: str = "everyone", barge_in: str = "speaker", transcripts: dict[float, str] | None = None,
                  hold_playback: bool = False) -> None:
         self.recognised: list[float] = []
-        self.asked: list[tuple[str, str]] = []
+        self.asked: list[tuple[str, int]] = []
         self.prepared: list[str] = []  # synthesised (may happen during the silence)
         self.spoken: list[str] = []  # heard (only after `go`)
         self.stops = 0
         self.hold = hold_playback
         self.transcripts = transcripts or {}
         self.dialog = VoiceDialog(recognize=self.recognize, answer=self.answer, speak=self.speak,
-                                  stop_playback=self.stop, name_of=lambda uid: f"user{uid}",
+                                  stop_playback=self.stop,
                                   policy=AnswerPolicy(mode, ["assistant"], 30), barge_in=barge_in)
 
     async def recognize(self, audio: np.ndarray) -> str:
@@ -33,8 +33,8 @@ class Rig:
         await asyncio.sleep(0)
         return self.transcripts.get(len(audio), "assistant what time is it")
 
-    async def answer(self, text: str, name: str) -> AsyncIterator[str]:
-        self.asked.append((text, name))
+    async def answer(self, text: str, user_id: int) -> AsyncIterator[str]:
+        self.asked.append((text, user_id))
         for word in ("It ", "is ", "noon."):
             await asyncio.sleep(0)
             yield word
@@ -70,7 +70,7 @@ async def test_speculative_recognition_is_used_when_the_silence_confirms_it() ->
     rig.event(Event.ENDED)
     await settle()
     assert rig.recognised == [1600] and rig.spoken == ["It ", "is ", "noon."]
-    assert rig.asked == [("assistant what time is it", "user1")]
+    assert rig.asked == [("assistant what time is it", 1)]
     (turn,) = rig.dialog.latency.turns
     assert turn.speculative and turn.first_audio is not None and turn.first_token is not None
 

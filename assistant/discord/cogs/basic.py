@@ -10,6 +10,7 @@ from nextcord.ext import commands
 
 from assistant.discord.invocation import Invocation
 from assistant.discord.services import BotServices
+from assistant.personas import describe_scope
 from assistant.errors import AssistantError
 
 REPO = Path(__file__).resolve().parents[3]
@@ -61,7 +62,10 @@ class Basic(commands.Cog):
     async def stats(self, inv: Invocation) -> None:
         backend = self.services.backend
         adapter = backend.active_adapter or "base model"
-        await inv.send_long(f"Model: {self.services.config.model.name} ({adapter}).\n"
+        persona = await self.services.persona_for(inv.channel)
+        here = (f"Persona here: {describe_scope(persona.scope)}'s, set by <@{persona.set_by}>." if persona is not None
+                else "Persona here: the default system prompt.")
+        await inv.send_long(f"Model: {self.services.config.model.name} ({adapter}). {here}\n"
                             + self.services.latency.summary() + "\n" + self.services.voice_latency.format())
 
     @commands.command(name="stats", help="Latency of recent answers (p50/p95) and tokens per second.")

@@ -126,7 +126,8 @@ class Chat(commands.Cog):
             await message.reply("Ask me something in words (or send a voice message).", mention_author=False)
             return
         earlier = to_turns(await self._said(message), command_prefix=config.discord.command_prefix)
-        prompt: list[Message] = build_prompt(services.backend, system_prompt=config.model.system_prompt,
+        system_prompt = await services.system_prompt_for(message.channel)
+        prompt: list[Message] = build_prompt(services.backend, system_prompt=system_prompt,
                                              earlier=earlier, question=question,
                                              context_tokens=config.model.context_tokens,
                                              reply_tokens=config.model.max_new_tokens)

@@ -200,7 +200,7 @@ class Training(commands.Cog):
     # -- the "Activate" button --------------------------------------------------------------
     @commands.Cog.listener()
     async def on_interaction(self, interaction: nextcord.Interaction) -> None:
-        data = interaction.data or {}
+        data: dict[str, object] = dict(interaction.data or {})
         custom_id = str(data.get("custom_id", ""))
         if interaction.type != nextcord.InteractionType.component or not custom_id.startswith(ACTIVATE_PREFIX):
             return

@@ -29,6 +29,13 @@ from assistant.errors import AssistantError
 
 logger = logging.getLogger(__name__)
 
+
+def _voice_client(guild: nextcord.Guild | None) -> nextcord.VoiceClient | None:
+    """The guild's voice client; ours are always `nextcord.VoiceClient`s (nextcord types it as the base protocol)."""
+    vc = guild.voice_client if guild is not None else None
+    return vc if isinstance(vc, nextcord.VoiceClient) else None
+
+
 class Speaker:
     """Speaks one streamed answer in a voice call (see module docstring)."""
 
@@ -77,11 +84,11 @@ class Voice(commands.Cog):
         if not self.services.config.discord.speak_in_voice_channel or self.services.speech is None:
             return None
         guild = message.guild
-        vc = guild.voice_client if guild is not None else None
+        vc = _voice_client(guild)
         author_voice = getattr(message.author, "voice", None)
         if vc is None or not vc.is_connected() or author_voice is None or author_voice.channel is None:
             return None
-        if author_voice.channel.id != vc.channel.id:
+        if author_voice.channel.id != getattr(vc.channel, "id", None):
             return None
         session = self.sessions.get(guild.id) if guild is not None else None
         return Speaker(vc, self.services.speech, session.until_quiet if session is not None else None)
@@ -90,9 +97,9 @@ class Voice(commands.Cog):
         voice = getattr(inv.user, "voice", None)
         if inv.guild is None or voice is None or voice.channel is None:
             raise AssistantError("Join a voice channel first, then ask me to join.")
-        current = inv.guild.voice_client
+        current = _voice_client(inv.guild)
         if current is not None and current.is_connected():
-            if current.channel.id == voice.channel.id:
+            if getattr(current.channel, "id", None) == voice.channel.id:
                 await inv.send(f"I'm already in {voice.channel.name}.")
                 return
             self.stop_listening(inv.guild.id)  # one conversation per voice channel: start afresh there
@@ -106,11 +113,11 @@ class Voice(commands.Cog):
         await inv.send(f"Joined {voice.channel.name}; I'll speak my answers to you there{note}. "
                        "`leave` makes me go.")
         if self.services.config.voice.listen and self.services.speech is not None and inv.guild.id not in self.sessions:
-            self.start_listening(inv.guild, vc)
+            self.start_listening(inv.guild, vc, system_prompt=await self.services.system_prompt_for(voice.channel))
             await inv.send(f"🎙️ Listening in {voice.channel.name}: what is said there is transcribed and "
                            "answered (audio stays in memory). `leave` stops me listening.")
 
-    def start_listening(self, guild: nextcord.Guild, vc: Any) -> VoiceSession:
+    def start_listening(self, guild: nextcord.Guild, vc: Any, *, system_prompt: str) -> VoiceSession:
         def name_of(user_id: int) -> str:
             member = guild.get_member(user_id)
             if member is not None:
@@ -121,7 +128,7 @@ class Voice(commands.Cog):
         services = self.services
         session = VoiceSession(vc, config=services.config, backend=services.backend, speech=services.speech,
                                store=services.store, latency=services.voice_latency, name_of=name_of,
-                               limiter=services.limits.voice)
+                               system_prompt=system_prompt, limiter=services.limits.voice)
         session.start()
         self.sessions[guild.id] = session
         return session

@@ -87,7 +87,7 @@ class VoiceMessages(commands.Cog):
 
         payload = voice_message_payload(duration_s, waveform, reply_to, channel.id)
         file = nextcord.File(io.BytesIO(data), filename=VOICE_FILE)
-        form = [{"name": "files[0]", "value": file.fp, "filename": VOICE_FILE, "content_type": "audio/ogg"},
+        form: list[dict[str, Any]] = [{"name": "files[0]", "value": file.fp, "filename": VOICE_FILE, "content_type": "audio/ogg"},
                 {"name": "payload_json", "value": json.dumps(payload)}]
         route = Route("POST", "/channels/{channel_id}/messages", channel_id=channel.id)
         try:
