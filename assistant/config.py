@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import json
 import os
 import tomllib
 import types
@@ -263,6 +264,44 @@ def parse_config(raw: Mapping[str, Any], *, source: Path | None = None,
     return Config(**sections, source=source,
                   discord_token=env.get(sections["discord"].token_env, "").strip(),
                   openai_api_key=env.get(sections["model"].openai_api_key_env, "").strip())
+
+
+def config_mapping(config: Config) -> dict[str, dict[str, Any]]:
+    """Every section of `config` as plain TOML values (no secrets: those live in the environment)."""
+    def plain(value: Any) -> Any:
+        if isinstance(value, Path):
+            return str(value)
+        if isinstance(value, list):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {str(k): plain(v) for k, v in value.items()}
+        return value
+
+    return {name: {f.name: plain(getattr(getattr(config, name), f.name))
+                   for f in dataclasses.fields(getattr(config, name))} for name in SECTIONS}
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)  # a JSON string is a TOML basic string
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(str(k), ensure_ascii=False)} = {_toml_value(v)}"
+                               for k, v in value.items()) + "}"
+    raise ConfigError(f"Cannot write {value!r} to TOML")  # pragma: no cover - schema bug
+
+
+def to_toml(mapping: Mapping[str, Mapping[str, Any]], *, header: str = "") -> str:
+    """TOML text for a `config_mapping` (read back by `load_config` to the same Config)."""
+    lines = [f"# {line}" for line in header.splitlines()]
+    for section, values in mapping.items():
+        lines += ["", f"[{section}]"] + [f"{key} = {_toml_value(value)}" for key, value in values.items()]
+    return "\n".join(lines).lstrip("\n") + "\n"
 
 
 def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> Config:
