@@ -127,10 +127,24 @@ class AdapterRegistry:
             return {"active": None, "history": []}
 
     def _save_state(self, state: dict[str, Any]) -> None:
+        """Write the pointer durably: fsynced temp file, rename, fsynced folder."""
+        from assistant.provision import fsync_dir
+
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.runs_dir / f".{ACTIVE_FILE}.{os.getpid()}"
-        tmp.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
+        with tmp.open("w", encoding="utf-8") as handle:
+            handle.write(json.dumps(state, indent=2) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(tmp, self.runs_dir / ACTIVE_FILE)
+        fsync_dir(self.runs_dir)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The pointer as it is now, for `restore` when a switch fails half-way."""
+        return self._state()
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self._save_state(state)
 
     def active(self) -> str | None:
         name = self._state()["active"]
@@ -192,23 +206,40 @@ class AdapterManager:
     def active(self) -> str | None:
         return self.registry.active()
 
-    async def _load(self, name: str | None) -> None:
+    async def _prepare(self, name: str | None) -> None:
+        """Load the adapter's weights into the engine without using them yet."""
         if name is None:
-            self.backend.set_active_adapter(None)
             return
         path = self.registry.path(name)
         await asyncio.to_thread(check_adapter_compatible, path, self.base_source)
         if name not in self.backend.adapters():
             await self.backend.load_adapter(name, str(path))
+
+    async def _load(self, name: str | None) -> None:
+        await self._prepare(name)
         self.backend.set_active_adapter(name)
 
+    async def _switch(self, name: str | None, previous: dict[str, Any]) -> None:
+        """Point the engine at `name` after the pointer file says so; put the pointer back if it fails."""
+        try:
+            await self._load(name)
+        except BaseException:
+            await asyncio.to_thread(self.registry.restore, previous)
+            raise
+
     async def activate(self, name: str | None) -> str | None:
-        await self._load(name)
-        return await asyncio.to_thread(self.registry.activate, name, base_source=self.base_source)
+        """Loaded first (a broken adapter never becomes active), saved next (what the engine uses is
+        always what a restart will use), switched last."""
+        await self._prepare(name)
+        previous = await asyncio.to_thread(self.registry.snapshot)
+        active = await asyncio.to_thread(self.registry.activate, name, base_source=self.base_source)
+        await self._switch(name, previous)
+        return active
 
     async def rollback(self) -> str | None:
+        previous = await asyncio.to_thread(self.registry.snapshot)
         name = await asyncio.to_thread(self.registry.rollback)
-        await self._load(name)
+        await self._switch(name, previous)
         return name
 
     async def load_active(self) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import json
 import os
 import tomllib
 import types
@@ -45,6 +46,7 @@ class ModelConfig:
     context_tokens: int = opt(2048, lo=64, hi=1_000_000)
     max_batch_size: int = opt(8, lo=1, hi=256)
     prefix_cache_mb: int = opt(256, lo=0, hi=1 << 20)
+    max_queued_requests: int = opt(64, lo=0, hi=100000)
     adapter: str = ""
     openai_base_url: str = "http://127.0.0.1:8080/v1"
     openai_model: str = "default"
@@ -139,6 +141,20 @@ class SecurityConfig:
     rate_limit_messages: int = opt(10, lo=1, hi=100000)
     rate_limit_window_s: float = opt(60.0, lo=1.0, hi=86400.0)
     max_attachment_bytes: int = opt(25 * 1024 * 1024, lo=1024, hi=1 << 31)
+    allowed_guild_ids: list[int] = opt([])
+    command_rate_limit: int = opt(20, lo=1, hi=100000)
+    reaction_rate_limit: int = opt(30, lo=1, hi=100000)
+    voice_rate_limit: int = opt(20, lo=1, hi=100000)
+    expensive_rate_limit: int = opt(2, lo=1, hi=100000)
+    max_concurrent_generations: int = opt(16, lo=1, hi=4096)
+    test_max_items: int = opt(50, lo=1, hi=10000)
+    test_max_bytes: int = opt(256 * 1024, lo=1024, hi=1 << 31)
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    max_concurrent_requests: int = opt(8, lo=1, hi=4096)
+    max_body_bytes: int = opt(1024 * 1024, lo=1024, hi=1 << 31)
 
 
 @dataclass(frozen=True)
@@ -150,6 +166,7 @@ class Config:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
     # Not from the file: where it was read from, and secrets from the environment.
     source: Path | None = None
     discord_token: str = ""
@@ -226,7 +243,7 @@ def _build_section(cls: type, raw: Any, name: str) -> Any:
 
 
 SECTIONS = {f.name: f for f in dataclasses.fields(Config) if f.name in
-            ("model", "discord", "speech", "voice", "finetune", "storage", "security")}
+            ("model", "discord", "speech", "voice", "finetune", "storage", "security", "serve")}
 
 
 def _resolve_paths(storage: StorageConfig, base: Path) -> StorageConfig:
@@ -253,6 +270,44 @@ def parse_config(raw: Mapping[str, Any], *, source: Path | None = None,
     return Config(**sections, source=source,
                   discord_token=env.get(sections["discord"].token_env, "").strip(),
                   openai_api_key=env.get(sections["model"].openai_api_key_env, "").strip())
+
+
+def config_mapping(config: Config) -> dict[str, dict[str, Any]]:
+    """Every section of `config` as plain TOML values (no secrets: those live in the environment)."""
+    def plain(value: Any) -> Any:
+        if isinstance(value, Path):
+            return str(value)
+        if isinstance(value, list):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {str(k): plain(v) for k, v in value.items()}
+        return value
+
+    return {name: {f.name: plain(getattr(getattr(config, name), f.name))
+                   for f in dataclasses.fields(getattr(config, name))} for name in SECTIONS}
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)  # a JSON string is a TOML basic string
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(str(k), ensure_ascii=False)} = {_toml_value(v)}"
+                               for k, v in value.items()) + "}"
+    raise ConfigError(f"Cannot write {value!r} to TOML")  # pragma: no cover - schema bug
+
+
+def to_toml(mapping: Mapping[str, Mapping[str, Any]], *, header: str = "") -> str:
+    """TOML text for a `config_mapping` (read back by `load_config` to the same Config)."""
+    lines = [f"# {line}" for line in header.splitlines()]
+    for section, values in mapping.items():
+        lines += ["", f"[{section}]"] + [f"{key} = {_toml_value(value)}" for key, value in values.items()]
+    return "\n".join(lines).lstrip("\n") + "\n"
 
 
 def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> Config:

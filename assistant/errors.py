@@ -35,6 +35,10 @@ class GenerationError(AssistantError):
     """Generation failed for one request (the engine itself keeps serving others)."""
 
 
+class BusyError(GenerationError):
+    """Too many requests are already waiting for the engine; this one is refused, not queued."""
+
+
 class BackendError(AssistantError):
     """A remote (OpenAI-compatible) backend refused or could not be reached."""
 

@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -115,22 +116,46 @@ def packaged_ready(files: list[PackagedFile], targets: list[Path]) -> bool:
     return True
 
 
+def fsync_dir(folder: Path) -> None:
+    """Make a rename or a new entry in `folder` durable."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(folder: Path) -> None:
+    """fsync every file under `folder`, then the folders themselves."""
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and not path.is_symlink():
+            with path.open("rb") as handle:
+                os.fsync(handle.fileno())
+    for sub in sorted((p for p in folder.rglob("*") if p.is_dir()), reverse=True):
+        fsync_dir(sub)
+    fsync_dir(folder)
+
+
 @contextlib.contextmanager
 def staging_dir(final: Path) -> Iterator[Path]:
     """Yield an empty folder beside `final`; on success it replaces `final` atomically.
 
-    On any exception the staging folder is removed and `final` is left as it was.
+    On any exception the staging folder is removed and `final` is left as it was. Every file
+    is fsynced before the rename and the parent after it, so a power cut never leaves a
+    folder that looks complete (e.g. an adapter whose adapter_config.json exists) but is not.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     stage.chmod(0o755)  # mkdtemp makes it private; a model folder is not a secret
     try:
         yield stage
+        fsync_tree(stage)
         old = None
         if final.exists():
             old = final.with_name(f".{final.name}.old-{int(time.time() * 1000)}")
             final.rename(old)
         stage.rename(final)
+        fsync_dir(final.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from assistant.errors import DatasetError
+from assistant.provision import fsync_dir, fsync_tree
 from assistant.names import is_valid_name
 from assistant.store import Store
 from finetune.data import Dataset, load_rows, preference_pairs, sft_rows, to_jsonl
@@ -86,9 +87,11 @@ class DatasetManager:
         stage.mkdir()
         (stage / DATA_FILE).write_bytes(body)
         (stage / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        fsync_tree(stage)  # whole on disk before it takes the name training reads
         if final.exists():
             shutil.rmtree(final)
         stage.rename(final)
+        fsync_dir(self.root)
         self.store.upsert_dataset(name=name, sha256=digest, format=dataset.format, rows=len(dataset.rows),
                                   tokens=tokens, path=str(final))
         logger.info("Stored dataset %s: %d rows, %d tokens", name, len(dataset.rows), tokens)

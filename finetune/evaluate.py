@@ -91,10 +91,12 @@ def _pick(record: dict[str, Any], keys: tuple[str, ...], where: str) -> str:
     raise DatasetError(f"{where}: missing field '{keys[0]}' (or {', '.join(keys[1:])}).")
 
 
-def parse_eval(raw: bytes, source: str, *, default_match: str = "contains") -> list[EvalItem]:
-    """Parse test data; invalid JSON or a bad item is a DatasetError naming line (and column)."""
+def parse_eval(raw: bytes, source: str, *, default_match: str = "contains",
+               max_items: int | None = None) -> list[EvalItem]:
+    """Parse test data; invalid JSON or a bad item is a DatasetError naming line (and column).
+    More than `max_items` items is refused as soon as the one too many is read."""
     items = []
-    for line, record in parse_records(decode_text(raw, source), source):
+    for line, record in parse_records(decode_text(raw, source), source, max_items=max_items):
         where = f"{source} line {line}"
         if not isinstance(record, dict):
             raise DatasetError(f"{where}: expected an object with 'prompt' and 'expected'.")

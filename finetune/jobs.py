@@ -23,13 +23,14 @@ import sys
 import threading
 import time
 import uuid
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
 import psutil
 
-from assistant.config import Config
+from assistant.config import Config, config_mapping, to_toml
 from assistant.errors import TrainingError
 from assistant.names import is_valid_name
 from assistant.store import Job, Store
@@ -40,6 +41,7 @@ logger = logging.getLogger(__name__)
 CANCEL_GRACE_S = 10.0
 POLL_S = 0.5
 CANCEL_FILE = "CANCELLED"
+JOB_CONFIG = "job-config.toml"  # the config as it was when the job was queued; the training reads this
 
 
 @dataclass(frozen=True)
@@ -55,14 +57,20 @@ class JobSpec:
     resume: bool = False
     out: str | None = None  # an explicit run folder (the terminal's --out); default runs_dir/name
     format: str = "auto"
+    managed: bool = False  # every `data` item is a managed dataset name (never a file of that name)
+    config: dict[str, Any] | None = None  # the whole config when queued (filled in by `submit`)
 
 
 def train_command(config: Config, spec: JobSpec, out: Path, python: str = sys.executable) -> list[str]:
     """The exact `python -m finetune.train` command line for a job (also shown to users)."""
     cmd = [python, "-m", "finetune.train", "--data", *spec.data, "--out", str(out), "--no-progress",
            "--method", spec.method]
-    if config.source is not None:
+    if spec.config is not None:
+        cmd += ["--config", str(out / JOB_CONFIG)]
+    elif config.source is not None:
         cmd += ["--config", str(config.source)]
+    if spec.managed:
+        cmd.append("--managed")
     if spec.max_steps is not None:
         cmd += ["--max-steps", str(spec.max_steps)]
     if spec.epochs is not None:
@@ -128,6 +136,8 @@ class JobRunner:
             out = self.config.storage.runs_dir / name
         if out.exists() and any(out.iterdir()) and not spec.resume:
             raise TrainingError(f"The run folder {out} already exists; choose another, or pass --resume.")
+        if spec.config is None:  # editing config.toml after queueing must not change this job
+            spec = dataclasses.replace(spec, config=config_mapping(self.config))
         self.store.create_job(job_id, kind="train", spec=asdict(spec), device=self.device, out_dir=str(out))
         logger.info("Queued job %s -> %s", job_id, out)
         self._kick()
@@ -154,9 +164,9 @@ class JobRunner:
             (Path(job.out_dir) / CANCEL_FILE).touch()
             proc = self._procs.get(job_id)
         if proc is not None:
-            _stop_group(proc.pid)
+            _stop_group(proc.pid, job.out_dir)
         elif job.pid and _ours(job.pid, job.out_dir):
-            _stop_group(job.pid)
+            _stop_group(job.pid, job.out_dir)
             threading.Thread(target=self._await_foreign, args=(job,), daemon=True).start()
         return self.status(job_id)
 
@@ -198,35 +208,49 @@ class JobRunner:
 
     def _kick(self) -> None:
         with self._lock:
-            if self.store.jobs(states=("running",), device=self.device):
-                return
-            queued = self.store.jobs(states=("queued",), device=self.device)
-            if not queued:
-                return
-            job = queued[0]
-            # Claim it first: another runner on the same store (a restart overlapping) must not start it too.
-            if not self.store.update_job(job.id, state="running", expect=("queued",)):
-                return
-            out = Path(job.out_dir)
-            out.mkdir(parents=True, exist_ok=True)
-            spec = JobSpec(**job.spec)
-            cmd = train_command(self.config, spec, out, self.python)
-            (out / "job.json").write_text(json.dumps({"id": job.id, "spec": job.spec, "command": cmd}, indent=2),
-                                          encoding="utf-8")
-            log = (out / "train.log").open("ab")
-            try:
-                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        cwd=Path(__file__).resolve().parents[1], start_new_session=True,
-                                        env=self.env)
-            except OSError as exc:
-                self.store.update_job(job.id, state="failed", error=f"could not start: {exc}")
-                return
-            finally:
-                log.close()
-            self._procs[job.id] = proc
-            self.store.update_job(job.id, pid=proc.pid)
-            logger.info("Started job %s (pid %d): %s", job.id, proc.pid, " ".join(cmd))
-            threading.Thread(target=self._await_child, args=(job.id, proc, out), daemon=True).start()
+            while not self.store.jobs(states=("running",), device=self.device):
+                queued = self.store.jobs(states=("queued",), device=self.device)
+                if not queued:
+                    return
+                job = queued[0]
+                # Claim it first: another runner on the same store (a restart overlapping) must not start it too.
+                if not self.store.update_job(job.id, state="running", expect=("queued",)):
+                    return
+                try:
+                    self._start(job)
+                    return
+                except OSError as exc:  # disk full, permissions: the job fails, the queue moves on
+                    reason = f"could not start: {exc.strerror or exc} ({exc.filename or job.out_dir})"
+                    logger.warning("Job %s %s", job.id, reason)
+                    self.store.update_job(job.id, state="failed", error=reason, expect=("running",))
+
+    def _child_env(self) -> dict[str, str]:
+        """The training process's environment: ours without the bot's secrets (it needs neither the
+        Discord token nor the OpenAI key, and a crash dump or a log line must not be able to leak them)."""
+        env = dict(os.environ if self.env is None else self.env)
+        for name in {self.config.discord.token_env, self.config.model.openai_api_key_env,
+                     "DISCORD_TOKEN", "OPENAI_API_KEY"}:
+            env.pop(name, None)
+        return env
+
+    def _start(self, job: Job) -> None:
+        """Prepare the run folder and start the training process (OSError when either fails)."""
+        out = Path(job.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        spec = JobSpec(**job.spec)
+        cmd = train_command(self.config, spec, out, self.python)
+        if spec.config is not None:
+            _write_synced(out / JOB_CONFIG, to_toml(spec.config, header=f"Config of job {job.id} as it was "
+                                                                         "when queued; the training reads this file."))
+        _write_synced(out / "job.json", json.dumps({"id": job.id, "spec": job.spec, "command": cmd}, indent=2))
+        with (out / "train.log").open("ab") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    cwd=Path(__file__).resolve().parents[1], start_new_session=True,
+                                    env=self._child_env())
+        self._procs[job.id] = proc
+        self.store.update_job(job.id, pid=proc.pid)
+        logger.info("Started job %s (pid %d): %s", job.id, proc.pid, " ".join(cmd))
+        threading.Thread(target=self._await_child, args=(job.id, proc, out), daemon=True).start()
 
     def _await_child(self, job_id: str, proc: subprocess.Popen[bytes], out: Path) -> None:
         code = proc.wait()
@@ -258,8 +282,19 @@ class JobRunner:
         self._kick()
 
 
-def _stop_group(pid: int) -> None:
-    """SIGTERM the job's process group; SIGKILL it if still alive after the grace period."""
+def _write_synced(path: Path, text: str) -> None:
+    with path.open("w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _stop_group(pid: int, out_dir: str) -> None:
+    """SIGTERM the job's process group; SIGKILL it if still alive after the grace period.
+    Each signal goes only to a process that is still our training command for `out_dir`:
+    once it ended its pid may belong to someone else."""
+    if _ours(pid, out_dir) is None:
+        return
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
@@ -268,9 +303,11 @@ def _stop_group(pid: int) -> None:
     def reaper() -> None:
         deadline = time.monotonic() + CANCEL_GRACE_S
         while time.monotonic() < deadline:
-            if not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+            if _ours(pid, out_dir) is None:
                 return
             time.sleep(0.2)
+        if _ours(pid, out_dir) is None:
+            return
         try:
             os.killpg(pid, signal.SIGKILL)
         except ProcessLookupError:

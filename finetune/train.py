@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from assistant.adapters import base_model_identity
-from assistant.config import Config, FinetuneConfig, parse_config
+from assistant.config import Config, FinetuneConfig, config_mapping, parse_config, to_toml
+from assistant.provision import staging_dir
 from assistant.errors import DatasetError, TrainingError
 from assistant.names import is_valid_name
 from finetune.data import Dataset, load_file
@@ -40,6 +41,7 @@ logger = logging.getLogger(__name__)
 ADAPTER_DIR = "adapter"
 CHECKPOINTS = "checkpoints"
 METADATA = "finetune.json"
+RUN_CONFIG = "run-config.toml"  # the resolved config of a run, overrides applied
 PRECISION_DTYPE = {"auto": "auto", "bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
 
@@ -57,6 +59,8 @@ def make_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argum
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a [finetune] setting, e.g. --set max_seq_len=128 (TOML value)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (events still written)")
+    parser.add_argument("--managed", action="store_true",
+                        help="every --data item is a managed dataset name, never a file (the job runner's mode)")
     return parser
 
 
@@ -81,18 +85,44 @@ def finetune_settings(base: FinetuneConfig, *, overrides: Sequence[str], max_ste
     return parse_config({"finetune": raw}).finetune
 
 
-def resolve_data(items: Sequence[str], datasets_dir: Path) -> list[Path]:
-    """Each item is a managed dataset name (datasets_dir/NAME) or an existing file."""
+def resolve_data(items: Sequence[str], datasets_dir: Path, *, managed_only: bool = False) -> list[Path]:
+    """Each item is a managed dataset name (datasets_dir/NAME) or an existing file. With
+    `managed_only` (jobs queued from Discord) a dataset archived since is an error, never a
+    file of the same name in the working directory."""
     paths = []
     for item in items:
         managed = datasets_dir / item / DATA_FILE
         if is_valid_name(item) and managed.is_file():
             paths.append(managed)
+        elif managed_only:
+            raise DatasetError(f"The dataset {item!r} is no longer there (archived or deleted since the job was "
+                               "queued); see `finetune datasets list`.")
         elif Path(item).is_file():
             paths.append(Path(item))
         else:
             raise DatasetError(f"{item!r} is neither a managed dataset nor a file; see `finetune datasets list`.")
     return paths
+
+
+def cli_overrides(args: argparse.Namespace) -> list[str]:
+    """The command line's changes to [finetune], as `--set` items."""
+    items = list(args.set)
+    if args.max_steps is not None:
+        items.append(f"max_steps={args.max_steps}")
+    if args.epochs is not None:
+        items.append(f"epochs={args.epochs}")
+    return items
+
+
+def save_run_config(out: Path, config: Config, settings: FinetuneConfig, args: argparse.Namespace) -> Path:
+    """Write the config this run really uses (command-line overrides applied) into the run folder."""
+    out.mkdir(parents=True, exist_ok=True)
+    header = (f"Resolved config of the training run {out.name} (from {config.source or 'defaults'}); "
+              f"command-line overrides of [finetune]: {', '.join(cli_overrides(args)) or 'none'}.")
+    path = out / RUN_CONFIG
+    path.write_text(to_toml(config_mapping(dataclasses.replace(config, finetune=settings)), header=header),
+                    encoding="utf-8")
+    return path
 
 
 def file_sha256(path: Path) -> str:
@@ -128,8 +158,10 @@ def run_training(config: Config, args: argparse.Namespace) -> dict[str, Any]:
     resume_from = last_checkpoint(ckpt_dir) if args.resume else None
     if not args.resume and last_checkpoint(ckpt_dir) is not None:
         raise TrainingError(f"{out} already holds checkpoints; pass --resume to continue, or choose a new --out.")
-    paths = resolve_data(args.data, config.storage.datasets_dir)
+    paths = resolve_data(args.data, config.storage.datasets_dir, managed_only=getattr(args, "managed", False))
     datasets = load_datasets(paths, args.format)
+    if main_process:
+        save_run_config(out, config, settings, args)
     method = args.method
     if method == "auto":
         method = "dpo" if all(d.kind == "preference" for d in datasets) else "sft"
@@ -161,14 +193,14 @@ def run_training(config: Config, args: argparse.Namespace) -> dict[str, Any]:
         {"rank": rank, "world_size": trainer.args.world_size, "steps": trainer.state.global_step}), encoding="utf-8")
     if trainer.is_world_process_zero():
         adapter = out / ADAPTER_DIR
-        trainer.model.save_pretrained(str(adapter))
-        loaded.tokenizer.save_pretrained(str(adapter))
         metadata = {
             "base_model": {**base_model_identity(loaded.source), "config_name": config.model.name},
             "method": method,
             "datasets": [{"path": str(p), "sha256": file_sha256(p), "rows": len(d.rows), "format": d.format}
                          for p, d in zip(paths, datasets)],
-            "hyperparameters": dataclasses.asdict(settings),
+            "hyperparameters": dataclasses.asdict(settings),  # the full resolved [finetune] section
+            "overrides": cli_overrides(args),
+            "config_file": str(out / RUN_CONFIG),
             "system_prompt": config.model.system_prompt,
             "precision": loaded.dtype,
             "world_size": trainer.args.world_size,
@@ -177,7 +209,12 @@ def run_training(config: Config, args: argparse.Namespace) -> dict[str, Any]:
                         "final_loss": callback.history[-1]["loss"] if callback.history else None},
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        (adapter / METADATA).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
+        # Staged, fsynced, renamed: the registry lists an adapter as soon as adapter_config.json
+        # exists, so the folder must appear whole or not at all.
+        with staging_dir(adapter) as stage:
+            trainer.model.save_pretrained(str(stage))
+            loaded.tokenizer.save_pretrained(str(stage))
+            (stage / METADATA).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
         from finetune.plots import loss_curve
 
         events, _ = read_events(out / EVENTS_FILE)

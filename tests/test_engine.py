@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from assistant.errors import AdapterError, GenerationError
+from assistant.errors import AdapterError, BusyError, GenerationError
 from assistant.llm.base import GenerationOptions, Message
 from assistant.llm.engine import TransformersEngine
 from assistant.llm.loader import choose_device, choose_dtype, load_causal_lm
@@ -183,3 +183,22 @@ def test_a_caller_whose_event_loop_closes_mid_answer_does_not_kill_the_engine(en
 
     assert "Paris" in asyncio.run(still_serving())
     assert engine._thread.is_alive()
+
+
+async def test_a_full_queue_refuses_new_requests_instead_of_growing(engine: TransformersEngine) -> None:
+    """A flood gets BusyError at once for everything past a full batch plus `max_queued`;
+    the requests that were let in are all answered."""
+    async def one(i: int) -> str | None:
+        try:
+            return await engine.complete(ask(QUESTIONS[i % len(QUESTIONS)]), GenerationOptions(max_new_tokens=4))
+        except BusyError:
+            return None
+
+    engine.max_queued = 2
+    try:
+        results = await asyncio.gather(*(one(i) for i in range(engine.max_batch_size + 6)))
+    finally:
+        engine.max_queued = 64
+    assert results.count(None) == 4
+    assert all(r for r in results if r is not None)
+    assert engine._outstanding == 0

@@ -7,6 +7,7 @@ is what tests call with their own services, against the local Discord-compatible
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from typing import Any
@@ -17,6 +18,8 @@ from nextcord.ext import commands
 
 from assistant.config import Config
 from assistant.discord import replies
+from assistant.discord.guilds import GuildGate, event_origin
+from assistant.discord.limits import CommandThrottled, SlashThrottled, install_checks, slow_down
 from assistant.discord.services import BotServices, build_services
 from assistant.errors import AssistantError
 
@@ -32,12 +35,55 @@ class AssistantBot(commands.Bot):
         intents = nextcord.Intents.default()
         intents.message_content = True
         intents.voice_states = True
+        # Nothing the bot writes pings anyone: model output, echoed commands and error messages
+        # repeat what users typed, and "@everyone" in them must stay text. nextcord applies this
+        # client default to every send, edit, interaction response, follow-up and webhook message.
+        kwargs.setdefault("allowed_mentions", nextcord.AllowedMentions.none())
         super().__init__(command_prefix=services.config.discord.command_prefix, intents=intents,
                          help_command=None, **kwargs)
         self.services = services
+        self.guild_gate = GuildGate(services.config.security.allowed_guild_ids)
+        self._gate_tasks: set[asyncio.Task[None]] = set()
+        install_checks(self, services.limits)
+
+    def dispatch(self, event_name: str, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]  # nextcord's Client and BotBase name this parameter differently
+        """Drop what users do in servers the operator did not choose, and DMs from non-members
+        (see assistant.discord.guilds); every other event goes through unchanged."""
+        origin = event_origin(event_name, args) if self.guild_gate.allowed else None
+        if origin is None:
+            super().dispatch(event_name, *args, **kwargs)
+            return
+        is_dm, guild_id, user_id = origin
+        if not is_dm:
+            if guild_id is not None and self.guild_gate.allows_guild(guild_id):
+                super().dispatch(event_name, *args, **kwargs)
+            return
+        if user_id is None or (me := self.user) is not None and user_id == me.id:
+            super().dispatch(event_name, *args, **kwargs)
+            return
+        known = self.guild_gate.known_member(user_id)
+        if known is None:
+            task = asyncio.create_task(self._dispatch_if_member(user_id, event_name, args, kwargs))
+            self._gate_tasks.add(task)
+            task.add_done_callback(self._gate_tasks.discard)
+        elif known:
+            super().dispatch(event_name, *args, **kwargs)
+
+    async def _dispatch_if_member(self, user_id: int, event_name: str, args: tuple[Any, ...],
+                                  kwargs: dict[str, Any]) -> None:
+        if await self.guild_gate.is_member(self, user_id):
+            super().dispatch(event_name, *args, **kwargs)
+        else:
+            logger.info("Ignoring a DM from %s: not a member of an allowed server", user_id)
+
+    async def on_guild_join(self, guild: nextcord.Guild) -> None:
+        await self.guild_gate.leave_if_not_allowed(guild)
 
     async def on_command_error(self, ctx: commands.Context, error: Exception) -> None:
         if isinstance(error, commands.CommandNotFound):
+            return
+        if isinstance(error, CommandThrottled):
+            await slow_down(ctx.message, str(error), warn=error.warn)
             return
         if isinstance(error, commands.CommandInvokeError):
             error = error.original
@@ -50,6 +96,10 @@ class AssistantBot(commands.Bot):
     async def on_application_command_error(self, interaction: nextcord.Interaction,
                                            error: Exception) -> None:
         original = getattr(error, "original", error)
+        if isinstance(original, SlashThrottled):
+            with contextlib.suppress(nextcord.HTTPException):
+                await interaction.response.send_message(str(original), ephemeral=True)
+            return
         if interaction.response.is_done():
             async def send(**kwargs: Any) -> Any:
                 return await interaction.followup.send(**kwargs)
@@ -60,6 +110,8 @@ class AssistantBot(commands.Bot):
 
     async def on_ready(self) -> None:
         logger.info("Logged in as %s (%s)", self.user, self.user.id if self.user else "?")
+        for guild in list(self.guilds):
+            await self.guild_gate.leave_if_not_allowed(guild)
 
     async def close(self) -> None:
         voice = self.get_cog("Voice")

@@ -256,3 +256,23 @@ def is_admin(user_id: int, role_ids: Iterable[int], *, admin_user_ids: Iterable[
     """Admins are listed by user id or hold a listed role. Nobody is an admin by default."""
     return user_id in set(admin_user_ids) or bool(set(role_ids) & set(admin_role_ids))
 
+
+
+class Gate:
+    """At most `limit` holders at once. Entering never waits: a bot that is already generating
+    as much as it can refuses the next request politely instead of queueing it without bound."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+        self.refused = 0
+
+    def try_enter(self) -> bool:
+        if self.held >= self.limit:
+            self.refused += 1
+            return False
+        self.held += 1
+        return True
+
+    def leave(self) -> None:
+        self.held = max(self.held - 1, 0)

@@ -17,6 +17,7 @@ from assistant.adapters import AdapterManager
 from assistant.app import build_runtime
 from assistant.config import Config
 from assistant.discord.latency import LatencyLog
+from assistant.discord.limits import Limits
 from assistant.discord.policy import EditThrottle, RateLimiter, TypingPacer, is_admin
 from assistant.errors import NotAllowedError
 from assistant.llm.base import ChatBackend
@@ -43,12 +44,14 @@ class BotServices:
     latency: LatencyLog = field(default_factory=LatencyLog)
     voice_latency: VoiceLatencyLog = field(default_factory=VoiceLatencyLog)  # live voice turns (all guilds)
     throttle: EditThrottle = field(init=False)
-    limiter: RateLimiter = field(init=False)
+    limiter: RateLimiter = field(init=False)  # chat answers (= limits.chat)
+    limits: Limits = field(init=False)
     typing: TypingPacer = field(default_factory=TypingPacer)
 
     def __post_init__(self) -> None:
         self.throttle = EditThrottle(self.config.discord.edit_interval_s)
-        self.limiter = RateLimiter(self.config.security.rate_limit_messages, self.config.security.rate_limit_window_s)
+        self.limits = Limits(self.config.security)
+        self.limiter = self.limits.chat
 
     def is_admin(self, user_id: int, role_ids: list[int]) -> bool:
         sec = self.config.security

@@ -16,6 +16,7 @@ written as a WAV under `debug_dir` (for diagnosing recognition, never on by defa
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -28,6 +29,7 @@ from assistant.audio import RECOGNITION_RATE
 from assistant.config import Config
 from assistant.conversation import Conversation
 from assistant.discord.playback import FrameQueueSource, speak_deltas, until_played
+from assistant.discord.policy import RateLimiter
 from assistant.errors import NoSpeechError
 from assistant.llm import default_options
 from assistant.voice.dialog import VoiceDialog
@@ -59,10 +61,11 @@ class VoiceSession:
 
     def __init__(self, vc: Any, *, config: Config, backend: Any, speech: Any, store: Any = None,
                  latency: VoiceLatencyLog | None = None, name_of: Callable[[int], str] | None = None,
-                 system_prompt: str | None = None) -> None:
+                 system_prompt: str | None = None, limiter: RateLimiter | None = None) -> None:
         from assistant.discord.voice_recv import VoiceListener
 
         self.vc, self.config, self.speech, self.store = vc, config, speech, store
+        self.limiter = limiter  # utterances answered per user (security.voice_rate_limit)
         self.channel_id = int(vc.channel.id)
         self.conversation = Conversation(backend, system_prompt=config.model.system_prompt if system_prompt is None
                                          else system_prompt,
@@ -118,11 +121,25 @@ class VoiceSession:
 
     # -- events ----------------------------------------------------------------------------
     def _on_event(self, event: SpeechEvent) -> None:
-        if not self.active:
+        if not self.active or self._throttled(event):
             return
         if event.kind is Event.ENDED and event.audio is not None and self.debug_dir is not None:
             self._spawn(asyncio.to_thread(self._record, event))
         self.dialog.on_event(event)
+
+    def _throttled(self, event: SpeechEvent) -> bool:
+        """Whether this utterance goes unanswered because its speaker is over the voice limit.
+        Counted once per utterance, when it ends; a speaker already over the limit gets no
+        speculative recognition either."""
+        if self.limiter is None:
+            return False
+        if event.kind is Event.PAUSED:
+            return self.limiter.retry_after(event.user_id) > 0
+        if event.kind is not Event.ENDED or self.limiter.allow(event.user_id):
+            return False
+        self.dialog.on_event(dataclasses.replace(event, kind=Event.RESUMED, audio=None))  # drop its speculation
+        logger.info("Not answering user %s in voice: over security.voice_rate_limit", event.user_id)
+        return True
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -30,8 +30,8 @@ def create_backend(model: ModelConfig, models_dir: Path, *, api_key: str = "") -
     def load() -> LoadedModel:
         return load_causal_lm(model.name, models_dir, device=model.device, dtype=model.dtype, threads=model.threads)
 
-    return TransformersEngine(load, max_batch_size=model.max_batch_size,
-                             prefix_cache_mb=model.prefix_cache_mb)  # loads on its own worker thread
+    return TransformersEngine(load, max_batch_size=model.max_batch_size, prefix_cache_mb=model.prefix_cache_mb,
+                             max_queued=model.max_queued_requests)  # loads on its own worker thread
 
 
 __all__ = ["ChatBackend", "GenerationOptions", "Message", "create_backend", "default_options"]

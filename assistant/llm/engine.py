@@ -28,7 +28,7 @@ from typing import Any, AsyncIterator, Callable
 
 import torch
 
-from assistant.errors import AdapterError, GenerationError
+from assistant.errors import AdapterError, BusyError, GenerationError
 from assistant.llm import batching
 from assistant.llm.base import ACTIVE_ADAPTER, ChatBackend, GenerationOptions, GenerationStats, Message
 from assistant.llm.loader import LoadedModel
@@ -62,12 +62,16 @@ class TransformersEngine(ChatBackend):
     supports_adapters = True
 
     def __init__(self, loaded: LoadedModel | Callable[[], LoadedModel], *, max_batch_size: int = 8,
-                 prefix_cache_mb: int = 256) -> None:
+                 prefix_cache_mb: int = 256, max_queued: int = 64) -> None:
         """`loaded` is a loaded model, or better a function that loads one: it is then called on the
         worker thread itself. With OpenMP, torch runs ~20% slower on a thread other than the one
         whose thread team did the loading (two teams compete for the cores), measured on 2 cores.
-        `prefix_cache_mb` = 0 turns prefix reuse off."""
+        `prefix_cache_mb` = 0 turns prefix reuse off. At most `max_queued` requests wait beyond a
+        full batch; more are refused with BusyError (a flood must not grow memory without bound)."""
         self.max_batch_size = max_batch_size
+        self.max_queued = max_queued
+        self._outstanding = 0  # requests submitted and not finished (running or waiting)
+        self._count_lock = threading.Lock()
         self.prefix_cache = PrefixCache(prefix_cache_mb << 20)
         self._inbox: queue.Queue[_Request | tuple[Callable[[], Any], Future[Any]] | None] = queue.Queue()
         self._adapters: dict[str, str] = {}
@@ -110,6 +114,10 @@ class TransformersEngine(ChatBackend):
                            adapter=self._adapter_for(options), deliver=deliver)
         if options.temperature > 0 and options.seed is not None:
             request.generator = torch.Generator(device=self.device).manual_seed(options.seed)
+        with self._count_lock:
+            if self._outstanding >= self.max_batch_size + self.max_queued:
+                raise BusyError(f"The model is busy with {self._outstanding} requests; please try again in a moment.")
+            self._outstanding += 1
         self._inbox.put(request)
         try:
             while True:
@@ -122,6 +130,8 @@ class TransformersEngine(ChatBackend):
                     raise payload
         finally:
             request.cancelled = True  # a consumer that stops early frees its batch row
+            with self._count_lock:
+                self._outstanding -= 1
 
     @property
     def active_adapter(self) -> str | None:

@@ -76,6 +76,15 @@ class ChatControls:
     def add_text_channel(self, name: str) -> Channel:
         return self.world.add_channel(name, 0, parent=self.world.category)
 
+    def add_guild(self, name: str, *, members: Iterable[User] = ()) -> Channel:
+        """The bot is added to another server; returns that server's text channel."""
+        return self.world.add_guild(name, members=members)
+
+    @property
+    def left_guilds(self) -> list[int]:
+        """Ids of the guilds the bot left, in order."""
+        return [g.id for g in self.world.left_guilds]
+
     def add_voice_channel(self, name: str) -> Channel:
         return self.world.add_channel(name, 2, parent=self.world.category)
 

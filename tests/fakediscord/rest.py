@@ -300,6 +300,13 @@ async def my_guilds(api: RestApi, req: Request) -> Any:
     ]
 
 
+@routes.route("DELETE", "/users/@me/guilds/{guild_id}")
+async def leave_guild(api: RestApi, req: Request) -> Any:
+    _guild(api, req)
+    api.world.remove_bot_from(req.snowflake("guild_id"))
+    return Reply(204)
+
+
 @routes.route("GET", "/oauth2/applications/@me")
 @routes.route("GET", "/applications/@me")
 async def application_info(api: RestApi, req: Request) -> Any:

@@ -68,6 +68,7 @@ def message_fields(
         if len(content) > MAX_CONTENT:
             raise form_error("content", "BASE_TYPE_MAX_LENGTH", f"Must be {MAX_CONTENT} or fewer in length.")
         fields["content"] = content
+        fields["allowed_mentions"] = body.get("allowed_mentions")
     if "embeds" in body or "embed" in body or editing is None:
         embeds = body.get("embeds") or ([body["embed"]] if body.get("embed") else [])
         if len(embeds) > 10:

@@ -58,6 +58,7 @@ class World:
         self.application_id = self.bot.id
         self.users: dict[int, User] = {self.bot.id: self.bot}
         self.guilds: dict[int, Guild] = {}
+        self.left_guilds: list[Guild] = []  # guilds the bot left, in order
         self.dm_channels: dict[int, Channel] = {}
         self.messages: dict[int, Message] = {}
         self.attachments: dict[int, Attachment] = {}
@@ -88,6 +89,32 @@ class World:
         self.random = self.add_channel("random", GUILD_TEXT, parent=self.category)
         self.voice = self.add_channel("Voice", GUILD_VOICE, parent=self.category)
         self.thread = self.add_channel("help-thread", PUBLIC_THREAD, parent=self.general)
+
+    def add_guild(self, name: str, *, members: Iterable[User] = ()) -> Channel:
+        """Another server the bot is added to (a Public Bot can be added anywhere): its
+        members are ``members``, it has one text channel (returned), and the bot receives
+        GUILD_CREATE as when it is invited."""
+        owner = next(iter(members), self.alice)
+        g = Guild(self.ids.next(), name, owner_id=owner.id)
+        g.roles[g.id] = Role(g.id, "@everyone", EVERYONE_PERMISSIONS, position=0)
+        g.members[self.bot.id] = Member(self.bot, [])
+        for u in members:
+            g.members[u.id] = Member(u, [])
+        channel = Channel(self.ids.next(), GUILD_TEXT, "general", guild_id=g.id, position=0)
+        g.channels[channel.id] = channel
+        self.guilds[g.id] = g
+        joined = payloads.guild_create(self, g, all_members=False)
+        joined.pop("unavailable")  # a guild joined now, not one becoming available after READY
+        self.dispatch("GUILD_CREATE", joined)
+        self.notify()
+        return channel
+
+    def remove_bot_from(self, guild_id: int) -> None:
+        """The bot left (or was removed from) a guild: GUILD_DELETE, and the guild is gone for it."""
+        g = self.guilds.pop(guild_id)
+        self.left_guilds.append(g)
+        self.dispatch("GUILD_DELETE", {"id": str(g.id), "unavailable": False})
+        self.notify()
 
     def add_role(self, name: str, permissions: int = 0, *, position: int | None = None) -> Role:
         g = self.guild
@@ -235,10 +262,11 @@ class World:
         webhook_id: int | None = None,
         interaction: dict[str, Any] | None = None,
         type: int | None = None,
+        allowed_mentions: dict[str, Any] | None = None,
     ) -> Message:
         c = self.find_channel(channel)
         a = self.find_user(author)
-        mentions = [self.users[int(i)] for i in _USER_MENTION.findall(content) if int(i) in self.users]
+        mentions, roles, everyone = self.parse_mentions(content, allowed_mentions)
         if reference is not None and mention_author and reference.author not in mentions:
             mentions.append(reference.author)
         m = Message(
@@ -252,8 +280,8 @@ class World:
             ],
             type=type if type is not None else (19 if reference is not None else 0),
             mentions=list(dict.fromkeys(mentions)),
-            mention_roles=[int(i) for i in _ROLE_MENTION.findall(content)],
-            mention_everyone="@everyone" in content or "@here" in content,
+            mention_roles=roles,
+            mention_everyone=everyone,
             tts=tts,
             nonce=nonce,
             webhook_id=webhook_id,
@@ -274,8 +302,29 @@ class World:
         self.notify()
         return m
 
+    def parse_mentions(self, content: str, allowed: dict[str, Any] | None) -> tuple[list[User], list[int], bool]:
+        """Who a message pings, as Discord decides it: everything in the text unless the
+        sender's ``allowed_mentions`` narrows it (``parse`` kinds, explicit ids)."""
+        users = [int(i) for i in _USER_MENTION.findall(content) if int(i) in self.users]
+        roles = [int(i) for i in _ROLE_MENTION.findall(content)]
+        everyone = "@everyone" in content or "@here" in content
+        if allowed is not None:
+            parse = set(allowed.get("parse") or [])
+            listed_users = {int(i) for i in allowed.get("users") or []}
+            listed_roles = {int(i) for i in allowed.get("roles") or []}
+            users = [u for u in users if "users" in parse or u in listed_users]
+            roles = [r for r in roles if "roles" in parse or r in listed_roles]
+            everyone = everyone and "everyone" in parse
+        return [self.users[u] for u in users], roles, everyone
+
     def edit_message(self, m: Message, **changes: Any) -> Message:
-        """Append a revision; ``changes`` keys: content, embeds, attachments, components, flags."""
+        """Append a revision; ``changes`` keys: content, embeds, attachments, components, flags
+        (and ``allowed_mentions``, which decides who the new content pings)."""
+        allowed = changes.pop("allowed_mentions", None)
+        if "content" in changes:
+            users, m.mention_roles, m.mention_everyone = self.parse_mentions(changes["content"], allowed)
+            replied = [u for u in m.mentions if m.referenced is not None and u is m.referenced.author]
+            m.mentions = list(dict.fromkeys(replied + users))
         last = m.revisions[-1]
         m.revisions.append(
             Revision(

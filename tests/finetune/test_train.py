@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import fact_data
-from assistant.config import Config
+from assistant.config import Config, load_config
 from assistant.errors import AdapterError, DatasetError
 from conftest import REPO, make_config, run_train
 from finetune.adapters import AdapterRegistry, active_adapter, check_adapter_compatible
@@ -49,6 +49,10 @@ def test_run_folder_has_adapter_metadata_events_plot_and_tensorboard(fact_run: t
     assert meta["datasets"][0]["sha256"] and meta["hyperparameters"]["lora_r"] == 8
     assert meta["hyperparameters"]["target_modules"] == ["all-linear"] and meta["metrics"]["steps"] == 30
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    assert "max_steps=30" in meta["overrides"] and "max_seq_len=128" in meta["overrides"]
+    resolved = load_config(Path(meta["config_file"]))  # the run's own resolved config, overrides applied
+    assert resolved.finetune.max_seq_len == 128 and resolved.finetune.max_steps == 30
+    assert not list(out.glob(".adapter.*"))  # the staging folder was renamed into place
     events, _ = read_events(out / "events.jsonl")
     steps = [e for e in events if e.kind == "step"]
     assert [e.step for e in steps] == list(range(1, 31))

@@ -23,7 +23,6 @@ from assistant.llm.base import ACTIVE_ADAPTER, Message
 
 logger = logging.getLogger(__name__)
 
-MAX_TEST_ITEMS = 50
 TEST_REPLY_TOKENS = 48
 ACTIONS = ("list", "activate", "rollback", "base")
 
@@ -95,24 +94,41 @@ class Adapters(commands.Cog):
         text = await self.services.backend.complete([*system, {"role": "user", "content": prompt}], options)
         return text.strip()
 
+    async def _test_data(self, inv: Invocation, data: str) -> tuple[bytes, str]:
+        """The raw test data, refused on size before it is read (typed text is capped the same way)."""
+        limit = self.services.config.security.test_max_bytes
+        if inv.attachments:
+            raw = await attachments.fetch(self.services.http(), inv.attachments[0],
+                                          max_bytes=min(limit, self.services.config.security.max_attachment_bytes),
+                                          kind="data")
+            return raw, inv.attachments[0].filename
+        if data.strip():
+            raw = data.strip().strip("`").removeprefix("json").encode("utf-8")
+            if len(raw) > limit:
+                raise DatasetError(f"That test data is {len(raw) / 1024:.0f} KiB; the limit is {limit / 1024:.0f} KiB.")
+            return raw, "your test data"
+        raise DatasetError('Give test data as JSON, e.g. `test [{"prompt": "2+2?", "expected": "4"}]`, '
+                           "or attach a .json/.jsonl file.")
+
     async def test(self, inv: Invocation, data: str) -> None:
         from finetune.evaluate import matches, parse_eval
 
-        if inv.attachments:
-            raw = await attachments.fetch(self.services.http(), inv.attachments[0],
-                                          max_bytes=self.services.config.security.max_attachment_bytes, kind="data")
-            source = inv.attachments[0].filename
-        elif data.strip():
-            raw, source = data.strip().strip("`").removeprefix("json").encode("utf-8"), "your test data"
-        else:
-            raise DatasetError('Give test data as JSON, e.g. `test [{"prompt": "2+2?", "expected": "4"}]`, '
-                               "or attach a .json/.jsonl file.")
-        items = parse_eval(raw, source)
-        if len(items) > MAX_TEST_ITEMS:
-            raise DatasetError(f"That is {len(items)} test items; send at most {MAX_TEST_ITEMS} at a time.")
+        raw, source = await self._test_data(inv, data)
+        # Parsed off the event loop with the item cap applied while reading: a huge payload costs
+        # this one user a refusal, never every user a stalled bot.
+        items = await asyncio.to_thread(parse_eval, raw, source, max_items=self.services.config.security.test_max_items)
         active = self.services.backend.active_adapter
-        base = await asyncio.gather(*(self._answer(i.prompt, None) for i in items))
-        tuned = await asyncio.gather(*(self._answer(i.prompt, ACTIVE_ADAPTER) for i in items)) if active else base
+        # One of the bot's generation slots for the whole run, and at most one engine batch of its
+        # questions in flight: a `test` shares the engine with everyone instead of filling its queue.
+        async with self.services.limits.generating():
+            room = asyncio.Semaphore(self.services.config.model.max_batch_size)
+
+            async def answer(prompt: str, adapter: object) -> str:
+                async with room:
+                    return await self._answer(prompt, adapter)
+
+            base = await asyncio.gather(*(answer(i.prompt, None) for i in items))
+            tuned = await asyncio.gather(*(answer(i.prompt, ACTIVE_ADAPTER) for i in items)) if active else base
         lines = [f"Test: {len(items)} items; adapter `{active or 'none (base model only)'}`."]
         base_ok = tuned_ok = 0
         for n, (item, b, t) in enumerate(zip(items, base, tuned), start=1):

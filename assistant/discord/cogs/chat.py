@@ -14,6 +14,7 @@ from assistant.discord import replies
 from assistant.discord.attachments import is_audio
 from assistant.discord.history import Said, build_prompt, to_turns
 from assistant.discord.latency import TurnTiming
+from assistant.discord.limits import over_limit, slow_down
 from assistant.discord.policy import Incoming, correction_text, should_answer, strip_mentions
 from assistant.discord.services import BotServices
 from assistant.errors import AssistantError
@@ -21,9 +22,6 @@ from assistant.llm import default_options
 from assistant.llm.base import Message
 
 logger = logging.getLogger(__name__)
-
-SLOW_DOWN_REACTION = "⏳"
-
 
 def conversation_key(channel: Any) -> str:
     return f"discord:{channel.id}"
@@ -71,11 +69,13 @@ class Chat(commands.Cog):
             heard = await self._addressed_aloud(message)
             if heard is None:
                 return
-        if not self.services.limiter.allow(message.author.id):
-            await self._slow_down(message)
+        refused = over_limit(self.services.limiter, message.author.id, "messages")
+        if refused is not None:
+            await slow_down(message, refused[0], warn=refused[1])
             return
         try:
-            await self.answer(message, heard=heard)
+            async with self.services.limits.generating():
+                await self.answer(message, heard=heard)
         except Exception as exc:  # noqa: BLE001 - one friendly reply, traceback logged
             await replies.report(message.channel.send, exc)
 
@@ -104,18 +104,6 @@ class Chat(commands.Cog):
         except AssistantError as exc:  # not addressed to us (yet): no error reply into other people's talk
             logger.info("Did not listen to recording %s: %s", message.id, exc)
             return None
-
-    async def _slow_down(self, message: nextcord.Message) -> None:
-        limiter = self.services.limiter
-        try:
-            if limiter.should_warn(message.author.id):
-                wait = limiter.retry_after(message.author.id)
-                await message.reply(f"You're sending messages faster than I can answer; please wait about "
-                                    f"{max(1, round(wait))} s and ask again.", mention_author=False)
-            else:
-                await message.add_reaction(SLOW_DOWN_REACTION)
-        except nextcord.HTTPException as exc:
-            logger.info("Could not tell %s to slow down: %s", message.author.id, exc)
 
     async def _said(self, message: nextcord.Message) -> list[Said]:
         """Earlier messages: the reply chain if there is one, else recent channel/thread history."""

@@ -14,6 +14,7 @@ from nextcord.ext import commands
 
 from assistant.discord import replies
 from assistant.discord.invocation import Invocation
+from assistant.discord.limits import over_limit, slow_down
 from assistant.discord.policy import correction_text
 from assistant.discord.services import BotServices
 from assistant.errors import AssistantError
@@ -83,6 +84,10 @@ class Feedback(commands.Cog):
         text = correction_text(message.content)
         if text is None:
             return
+        refused = over_limit(self.services.limits.commands, message.author.id, "corrections")
+        if refused is not None:
+            await slow_down(message, refused[0], warn=refused[1])
+            return
         inv = Invocation.from_context_message(message)
         try:
             await self.store_correction(inv, message.reference.message_id, text)
@@ -112,6 +117,9 @@ class Feedback(commands.Cog):
         label = LABELS.get(str(payload.emoji))
         me = self.bot.user
         if label is None or me is None or payload.user_id == me.id:
+            return
+        if not self.services.limits.reactions.allow(payload.user_id):
+            logger.info("Ignoring a reaction from %s: over security.reaction_rate_limit", payload.user_id)
             return
         store = self.services.store
         key = str(payload.message_id)

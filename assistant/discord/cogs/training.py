@@ -9,8 +9,11 @@ At the end the loss curve is attached and a button activates the new adapter.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import re
+import threading
 import time
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -28,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 ACTIVATE_PREFIX = "assistant:activate:"
 PROGRESS_EVERY_S = 2.0  # a training status message is edited at most this often
+WATCHED_FILE = "training-messages.json"
 
 
 def dataset_name_for(filename: str, taken: set[str]) -> str:
@@ -40,6 +44,40 @@ def dataset_name_for(filename: str, taken: set[str]) -> str:
     while name in taken:
         name, n = f"{base}-{n}", n + 1
     return name
+
+
+class WatchedJobs:
+    """Which channel message shows each job's progress, kept in a small JSON file next to the
+    database so a restarted bot resumes editing them."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+
+    def all(self) -> dict[str, tuple[int, int]]:
+        try:
+            raw = json.loads(self.path.read_text(encoding="utf-8"))
+            return {str(k): (int(v[0]), int(v[1])) for k, v in raw.items()}
+        except (OSError, ValueError, TypeError, IndexError, AttributeError):
+            return {}
+
+    def _save(self, entries: dict[str, tuple[int, int]]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp.write_text(json.dumps({k: list(v) for k, v in entries.items()}), encoding="utf-8")
+        os.replace(tmp, self.path)
+
+    def add(self, job_id: str, channel_id: int, message_id: int) -> None:
+        with self._lock:
+            entries = self.all()
+            entries[job_id] = (channel_id, message_id)
+            self._save(entries)
+
+    def remove(self, job_id: str) -> None:
+        with self._lock:
+            entries = self.all()
+            if entries.pop(job_id, None) is not None:
+                self._save(entries)
 
 
 def activate_view(adapter: str) -> nextcord.ui.View:
@@ -56,6 +94,8 @@ class Training(commands.Cog):
         self.bot = bot
         self.services = services
         self._watchers: set[asyncio.Task[None]] = set()
+        self.watched = WatchedJobs(Path(services.config.storage.database).parent / WATCHED_FILE)
+        self._resumed = False
 
     # -- train ------------------------------------------------------------------------------
     async def _upload(self, inv: Invocation, name: str | None) -> str:
@@ -85,9 +125,35 @@ class Training(commands.Cog):
                 prefix = self.services.config.discord.command_prefix
                 raise TrainingError(f"Attach a dataset file, name one (`{prefix}train NAME`), or choose some with "
                                     f"`{prefix}select_dataset NAME` first.")
-        job_id = await asyncio.to_thread(self.services.runner.submit, JobSpec(data=names, max_steps=steps))
-        message = await inv.send(f"Training job `{job_id}` queued on {', '.join(names)}…")
+        job_id = await asyncio.to_thread(self.services.runner.submit,
+                                         JobSpec(data=names, max_steps=steps, managed=True))
+        text = f"Training job `{job_id}` queued on {', '.join(names)}…"
+        if inv.message is None:  # a slash command: its follow-ups stop being editable after 15 minutes
+            await inv.send(f"Training job `{job_id}` queued; its progress is shown below.")
+            message = await inv.channel.send(text)
+        else:
+            message = await inv.send(text)
+        await asyncio.to_thread(self.watched.add, job_id, message.channel.id, message.id)
         await self.follow(job_id, message)
+
+    @commands.Cog.listener()
+    async def on_ready(self) -> None:
+        """After a restart, go on editing the progress messages of jobs started before it."""
+        if self._resumed:
+            return
+        self._resumed = True
+        for job_id, (channel_id, message_id) in (await asyncio.to_thread(self.watched.all)).items():
+            try:
+                channel = self.bot.get_channel(channel_id) or await self.bot.fetch_channel(channel_id)
+                message = await channel.fetch_message(message_id)  # type: ignore[union-attr]
+                await asyncio.to_thread(self.services.runner.status, job_id)
+            except (nextcord.HTTPException, AttributeError, TrainingError) as exc:
+                logger.info("Not resuming the progress of job %s: %s", job_id, exc)
+                await asyncio.to_thread(self.watched.remove, job_id)
+                continue
+            task = asyncio.create_task(self.follow(job_id, message))
+            self._watchers.add(task)
+            task.add_done_callback(self._watchers.discard)
 
     async def follow(self, job_id: str, message: Any) -> None:
         """Edit `message` with the job's progress until it ends; then the loss curve and a button."""
@@ -103,6 +169,7 @@ class Training(commands.Cog):
                 last_edit = time.monotonic()
                 await self._edit(message, content=f"Training `{job_id}`: {format_progress(event)}")
         job = await asyncio.to_thread(runner.status, job_id)
+        await asyncio.to_thread(self.watched.remove, job_id)
         adapter = Path(job.out_dir).name
         if job.state != "succeeded":
             await self._edit(message, content=f"Training `{job_id}` {job.state}: {job.error or 'no details'}"[:2000])
@@ -150,12 +217,14 @@ class Training(commands.Cog):
 
     # -- cancel / status --------------------------------------------------------------------
     async def _job_id(self, job_id: str, states: tuple[str, ...]) -> str:
+        """The named job, else the running one, else the newest in `states`."""
         if job_id.strip():
             return job_id.strip()
         jobs = await asyncio.to_thread(self.services.store.jobs, states=states)
         if not jobs:
             raise TrainingError("There is no training job to act on; start one with `train`.")
-        return jobs[-1].id
+        running = [j for j in jobs if j.state == "running"]
+        return (running or jobs)[-1].id
 
     async def cancel(self, inv: Invocation, job_id: str) -> None:
         self.services.require_admin(inv.user.id, inv.role_ids, "cancel training")
