@@ -121,10 +121,14 @@ class AdapterRegistry:
         name = self._state()["active"]
         return name if name and (self.runs_dir / name / ADAPTER_DIR).is_dir() else None
 
-    def activate(self, name: str | None, *, base_source: str) -> str | None:
-        """Make `name` (None = the base model alone) the active adapter, remembering the previous one."""
+    def activate(self, name: str | None, *, base_source: str, force: bool = False) -> str | None:
+        """Make `name` (None = the base model alone) the active adapter, remembering the previous one.
+        An adapter whose evaluation gate failed needs `force` (finetune/gate.py)."""
         if name is not None:
+            from finetune.gate import check_gate
+
             check_adapter_compatible(self.path(name), base_source)
+            check_gate(self.runs_dir / name, force=force)
         state = self._state()
         if state["active"] != name:
             state["history"].append({"name": state["active"], "until": time.time()})

@@ -22,7 +22,7 @@ from assistant.errors import AssistantError
 
 logger = logging.getLogger(__name__)
 
-COGS = ("basic", "chat", "feedback", "files", "training", "adapters", "voice", "voice_messages")
+COGS = ("basic", "chat", "feedback", "review", "files", "training", "adapters", "voice", "voice_messages")
 
 
 class AssistantBot(commands.Bot):

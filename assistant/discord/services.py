@@ -7,6 +7,7 @@ and hand it to `create_bot`; `run_bot` builds it from the user's config.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,7 @@ from assistant.discord.latency import LatencyLog
 from assistant.discord.policy import EditThrottle, RateLimiter, TypingPacer, is_admin
 from assistant.errors import AdapterError, NotAllowedError
 from assistant.llm.base import ChatBackend
+from assistant.memory import TeachingMemory, approved_facts
 from assistant.store import Store
 from assistant.voice.latency import VoiceLatencyLog
 
@@ -57,9 +59,22 @@ class AdapterManager:
             await self.backend.load_adapter(name, str(path))
         self.backend.set_active_adapter(name)
 
-    async def activate(self, name: str | None) -> str | None:
+    async def activate(self, name: str | None, *, force: bool = False) -> str | None:
+        if name is not None:
+            from finetune.gate import check_gate
+
+            await asyncio.to_thread(check_gate, self.registry.path(name).parent, force=force)
         await self._load(name)
-        return await asyncio.to_thread(self.registry.activate, name, base_source=self.base_source)
+        return await asyncio.to_thread(self.registry.activate, name, base_source=self.base_source, force=force)
+
+    async def load(self, name: str) -> None:
+        """Load an adapter into the engine without activating it (the evaluation gate asks it questions)."""
+        from finetune.adapters import check_adapter_compatible
+
+        path = self.registry.path(name)
+        await asyncio.to_thread(check_adapter_compatible, path, self.base_source)
+        if name not in self.backend.adapters():
+            await self.backend.load_adapter(name, str(path))
 
     async def rollback(self) -> str | None:
         name = await asyncio.to_thread(self.registry.rollback)
@@ -85,6 +100,7 @@ class BotServices:
     runner: Any  # finetune.jobs.JobRunner
     adapters: AdapterManager
     datasets: Any  # finetune.datasets_store.DatasetManager
+    memory: TeachingMemory = field(init=False)  # approved corrections, recalled into prompts
     speech: Any = None  # assistant.speech SpeechService, when speech is available
     session: aiohttp.ClientSession | None = None
     latency: LatencyLog = field(default_factory=LatencyLog)
@@ -96,6 +112,7 @@ class BotServices:
     def __post_init__(self) -> None:
         self.throttle = EditThrottle(self.config.discord.edit_interval_s)
         self.limiter = RateLimiter(self.config.security.rate_limit_messages, self.config.security.rate_limit_window_s)
+        self.memory = TeachingMemory(self.config.memory, lambda: approved_facts(self.store))
 
     def is_admin(self, user_id: int, role_ids: list[int]) -> bool:
         sec = self.config.security
@@ -142,7 +159,7 @@ async def build_services(config: Config, *, backend: ChatBackend | None = None) 
     if backend is None:
         backend = await open_backend(config, use_active=False)  # AdapterManager loads it
     store = Store.open(config.storage.database)
-    runner = await asyncio.to_thread(JobRunner, config, store)
+    runner = await asyncio.to_thread(functools.partial(JobRunner, config, store, beside_engine=True))
     base_source = resolve_model_source(config.model.name, config.storage.models_dir)
     adapters = AdapterManager(config, backend, base_source)
     if not config.model.adapter:

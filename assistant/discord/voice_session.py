@@ -57,14 +57,15 @@ class VoiceSession:
     """Listening and answering in one voice call; `start()` once, `stop()` ends it at once."""
 
     def __init__(self, vc: Any, *, config: Config, backend: Any, speech: Any, store: Any = None,
-                 latency: VoiceLatencyLog | None = None, name_of: Callable[[int], str] | None = None) -> None:
+                 latency: VoiceLatencyLog | None = None, name_of: Callable[[int], str] | None = None,
+                 notes: Callable[[str], list[str]] | None = None) -> None:
         from assistant.discord.voice_recv import VoiceListener
 
         self.vc, self.config, self.speech, self.store = vc, config, speech, store
         self.channel_id = int(vc.channel.id)
         self.conversation = Conversation(backend, system_prompt=config.model.system_prompt,
                                          context_tokens=config.model.context_tokens,
-                                         reply_tokens=config.model.max_new_tokens)
+                                         reply_tokens=config.model.max_new_tokens, notes=notes)
         self._display_name = name_of or (lambda user_id: f"user {user_id}")
         self._ids_by_name: dict[str, int] = {}
         voice = config.voice

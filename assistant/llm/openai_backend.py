@@ -16,6 +16,7 @@ import aiohttp
 
 from assistant.errors import BackendError
 from assistant.llm.base import ChatBackend, GenerationOptions, Message
+from assistant.prompting import DEFAULT_GUARD
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ class OpenAIBackend(ChatBackend):
         return self._session
 
     def _payload(self, messages: list[Message], options: GenerationOptions) -> dict[str, Any]:
-        payload: dict[str, Any] = {"model": self.model, "messages": list(messages), "stream": True,
+        payload: dict[str, Any] = {"model": self.model, "messages": DEFAULT_GUARD.escape_messages(list(messages)), "stream": True,
                                    "max_tokens": options.max_new_tokens, "temperature": options.temperature}
         if options.temperature > 0:
             payload["top_p"] = options.top_p
