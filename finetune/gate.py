@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from assistant.errors import AdapterError, DatasetError
-from assistant.llm.base import ChatBackend, GenerationOptions
+from assistant.llm.base import ChatBackend, GenerationOptions, Message
 from assistant.prompting import system_messages
 from finetune.data import decode_text, parse_records
 from finetune.evaluate import MATCHES, matches, normalise
@@ -29,7 +29,7 @@ from finetune.evaluate import MATCHES, matches, normalise
 GATE_FILE = "gate.json"
 ITEMS_FILE = "gate-items.jsonl"
 GROUPS = ("taught", "paraphrase", "control")
-ANSWER_TOKENS = 48
+ANSWER_TOKENS = 32
 
 
 @dataclass(frozen=True)
@@ -127,8 +127,8 @@ async def run_gate(backend: ChatBackend, adapter: str | None, items: list[GateIt
     """Base (before teaching) and candidate (adapter + memory) answers, all submitted at once so the
     engine batches them side by side."""
     def ask(prompt: str, adapter_name: str | None, with_notes: bool) -> Any:
-        messages = [*system_messages(system_prompt, notes(prompt) if notes and with_notes else None),
-                    {"role": "user", "content": prompt}]
+        user: Message = {"role": "user", "content": prompt}
+        messages = [*system_messages(system_prompt, notes(prompt) if notes and with_notes else None), user]
         return backend.complete(messages, GenerationOptions(max_new_tokens=answer_tokens, adapter=adapter_name))
 
     base = [ask(i.prompt, None, False) for i in items]

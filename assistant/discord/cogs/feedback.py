@@ -181,11 +181,8 @@ class Feedback(commands.Cog):
 
     async def _acknowledge(self, payload: nextcord.RawReactionActionEvent) -> None:
         """A 👀 on the answer says "your vote was recorded" without a message per vote."""
-        channel = self.bot.get_channel(payload.channel_id)
-        if channel is None or not hasattr(channel, "get_partial_message"):
-            return
         try:
-            await channel.get_partial_message(payload.message_id).add_reaction(SEEN)
+            await self.bot.http.add_reaction(payload.channel_id, payload.message_id, SEEN)
         except nextcord.HTTPException as exc:
             logger.info("Could not acknowledge a reaction: %s", exc)
 

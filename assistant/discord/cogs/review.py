@@ -106,7 +106,7 @@ class Review(commands.Cog):
 
     @commands.Cog.listener()
     async def on_interaction(self, interaction: nextcord.Interaction) -> None:
-        data = interaction.data or {}
+        data: dict[str, object] = dict(interaction.data or {})
         custom_id = str(data.get("custom_id", ""))
         if interaction.type != nextcord.InteractionType.component or not custom_id.startswith(PREFIX):
             return
