@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 ACTIVE_FILE = "active.json"
 ADAPTER_DIR = "adapter"
 METADATA = "finetune.json"
+GATE_FILE = "gate.json"  # the evaluation gate's verdict on a run (finetune.gate)
 
 
 @dataclass(frozen=True)
@@ -150,10 +151,12 @@ class AdapterRegistry:
         name = self._state()["active"]
         return name if name and (self.runs_dir / name / ADAPTER_DIR).is_dir() else None
 
-    def activate(self, name: str | None, *, base_source: str) -> str | None:
-        """Make `name` (None = the base model alone) the active adapter, remembering the previous one."""
+    def activate(self, name: str | None, *, base_source: str, force: bool = False) -> str | None:
+        """Make `name` (None = the base model alone) the active adapter, remembering the previous one.
+        An adapter whose evaluation gate failed needs `force` (`check_gate`)."""
         if name is not None:
             check_adapter_compatible(self.path(name), base_source)
+            check_gate(self.runs_dir / name, force=force)
         state = self._state()
         if state["active"] != name:
             state["history"].append({"name": state["active"], "until": time.time()})
@@ -178,6 +181,21 @@ class AdapterRegistry:
         if self.active() == name:
             raise AdapterError(f"{name!r} is the active adapter; activate another one (or rollback) first.")
         shutil.rmtree(folder.parent)
+
+
+def check_gate(run_dir: Path, *, force: bool) -> None:
+    """Refuse to activate an adapter whose evaluation gate failed (`finetune.gate` wrote `gate.json`),
+    unless the admin overrides it explicitly. Here, not in finetune, because activation is the runtime's."""
+    try:
+        gate = json.loads((run_dir / GATE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # never evaluated (trained elsewhere): nothing says it is worse
+    if gate.get("passed", True) or force:
+        return
+    kept, total = gate.get("scores", {}).get("control", [0, 0])
+    raise AdapterError(f"{run_dir.name} kept only {kept}/{total} control answers (finetune.min_control_kept = "
+                       f"{gate.get('min_control_kept')}); it would answer things it answered right before wrongly. "
+                       f"Activate it anyway with `adapter activate {run_dir.name} force`.")
 
 
 def active_adapter(config: Config) -> Path | None:
@@ -215,6 +233,10 @@ class AdapterManager:
         if name not in self.backend.adapters():
             await self.backend.load_adapter(name, str(path))
 
+    async def load(self, name: str) -> None:
+        """Load an adapter into the engine without activating it (the evaluation gate asks it questions)."""
+        await self._prepare(name)
+
     async def _load(self, name: str | None) -> None:
         await self._prepare(name)
         self.backend.set_active_adapter(name)
@@ -227,12 +249,15 @@ class AdapterManager:
             await asyncio.to_thread(self.registry.restore, previous)
             raise
 
-    async def activate(self, name: str | None) -> str | None:
-        """Loaded first (a broken adapter never becomes active), saved next (what the engine uses is
-        always what a restart will use), switched last."""
+    async def activate(self, name: str | None, *, force: bool = False) -> str | None:
+        """Gate checked first (`check_gate`; `force` overrides a failed one), loaded next (a broken
+        adapter never becomes active), saved next (what the engine uses is always what a restart
+        will use), switched last."""
+        if name is not None:
+            await asyncio.to_thread(check_gate, self.registry.path(name).parent, force=force)
         await self._prepare(name)
         previous = await asyncio.to_thread(self.registry.snapshot)
-        active = await asyncio.to_thread(self.registry.activate, name, base_source=self.base_source)
+        active = await asyncio.to_thread(self.registry.activate, name, base_source=self.base_source, force=force)
         await self._switch(name, previous)
         return active
 

@@ -122,6 +122,12 @@ class FinetuneConfig:
     seed: int = opt(42, lo=0, hi=2**31 - 1)
     precision: str = opt("auto", choices=("auto", "bf16", "fp16", "fp32"))
     dpo_beta: float = opt(0.1, lo=0.0, hi=10.0)
+    feedback_steps: int = opt(40, lo=1, hi=100000)
+    feedback_learning_rate: float = opt(5e-4, lo=1e-8, hi=1.0)
+    feedback_phrasings: int = opt(8, lo=1, hi=64)
+    replay_rows: int = opt(32, lo=0, hi=10000)
+    min_control_kept: float = opt(0.9, lo=0.0, hi=1.0)
+    threads: int = opt(0, lo=0, hi=1024)
 
 
 @dataclass(frozen=True)
@@ -132,6 +138,8 @@ class StorageConfig:
     runs_dir: Path = Path("runs")
     exports_dir: Path = Path("exports")
     database: Path = Path("data/assistant.sqlite3")
+    control_set: Path = Path("datasets/control.jsonl")
+    replay_prompts: Path = Path("datasets/replay_prompts.txt")
 
 
 @dataclass(frozen=True)
@@ -149,12 +157,21 @@ class SecurityConfig:
     max_concurrent_generations: int = opt(16, lo=1, hi=4096)
     test_max_items: int = opt(50, lo=1, hi=10000)
     test_max_bytes: int = opt(256 * 1024, lo=1024, hi=1 << 31)
+    auto_approve: str = opt("admins", choices=("admins", "none", "all"))
+    max_pending_per_user: int = opt(20, lo=0, hi=1_000_000)
 
 
 @dataclass(frozen=True)
 class ServeConfig:
     max_concurrent_requests: int = opt(8, lo=1, hi=4096)
     max_body_bytes: int = opt(1024 * 1024, lo=1024, hi=1 << 31)
+
+
+@dataclass(frozen=True)
+class MemoryConfig:
+    enabled: bool = True
+    max_facts: int = opt(2, lo=1, hi=20)
+    min_score: float = opt(0.6, lo=0.0, hi=1.0)
 
 
 @dataclass(frozen=True)
@@ -167,6 +184,7 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
     # Not from the file: where it was read from, and secrets from the environment.
     source: Path | None = None
     discord_token: str = ""
@@ -243,7 +261,7 @@ def _build_section(cls: type, raw: Any, name: str) -> Any:
 
 
 SECTIONS = {f.name: f for f in dataclasses.fields(Config) if f.name in
-            ("model", "discord", "speech", "voice", "finetune", "storage", "security", "serve")}
+            ("model", "discord", "speech", "voice", "finetune", "storage", "security", "serve", "memory")}
 
 
 def _resolve_paths(storage: StorageConfig, base: Path) -> StorageConfig:

@@ -12,6 +12,7 @@ from typing import AsyncIterator, Callable
 
 from assistant.errors import GenerationError
 from assistant.llm.base import ChatBackend, GenerationOptions, Message
+from assistant.prompting import escape_user_text, system_messages
 
 
 TRIM_TO = 0.6  # once history must be trimmed, keep at most this share of the budget (see Conversation)
@@ -67,14 +68,15 @@ class Conversation:
     context_tokens: int = 2048
     reply_tokens: int = 256
     turns: list[Message] = field(default_factory=list)
+    notes: Callable[[str], list[str]] | None = None  # taught facts for a question (TeachingMemory.notes)
 
-    def _system(self) -> list[Message]:
-        return [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+    def _system(self, question: str = "") -> list[Message]:
+        return system_messages(self.system_prompt, self.notes(question) if self.notes and question else None)
 
     def prompt_for(self, user_text: str) -> list[Message]:
-        turns = self.turns + [{"role": "user", "content": user_text}]
+        turns = self.turns + [{"role": "user", "content": escape_user_text(user_text)}]
         budget = max(self.context_tokens - self.reply_tokens, 1)
-        return trim_history(self._system(), turns, budget, self.backend.count_tokens, target=int(budget * TRIM_TO))
+        return trim_history(self._system(user_text), turns, budget, self.backend.count_tokens, target=int(budget * TRIM_TO))
 
     async def reply(self, user_text: str, options: GenerationOptions | None = None) -> AsyncIterator[str]:
         """Stream the answer to `user_text`, then remember both turns (only if the reply finished)."""
@@ -84,7 +86,7 @@ class Conversation:
         async for delta in self.backend.stream(messages, options):
             parts.append(delta)
             yield delta
-        self.turns = messages[len(self._system()):] + [{"role": "assistant", "content": "".join(parts).strip()}]
+        self.turns = messages[1 if messages and messages[0]["role"] == "system" else 0:] + [{"role": "assistant", "content": "".join(parts).strip()}]
 
     def reset(self) -> None:
         self.turns.clear()

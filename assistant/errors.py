@@ -59,6 +59,10 @@ class StoreError(AssistantError):
     """The SQLite store could not be opened or migrated."""
 
 
+class ReviewError(AssistantError):
+    """A review action or contribution was refused (unknown item, daily pending cap reached)."""
+
+
 class DatasetError(AssistantError):
     """A training or evaluation dataset is malformed; the message names the line and field."""
 

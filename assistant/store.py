@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterator
 
 from assistant.errors import StoreError
 from assistant.personas import PersonaQueries, personas_migration
+from assistant.review import ReviewQueries, _v2
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ def _v1(db: sqlite3.Connection) -> None:
     """)
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, personas_migration]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, personas_migration]
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,8 @@ class Correction:
     correction: str
     user_id: str | None
     created_at: float
+    status: str = "pending"
+    scope: str | None = None
 
 
 @dataclass(frozen=True)
@@ -144,7 +147,7 @@ class DatasetRow:
     created_at: float
 
 
-class Store(PersonaQueries):
+class Store(ReviewQueries, PersonaQueries):
     """Typed access to the database. Open with `Store.open(path)`; close with `close()`."""
 
     def __init__(self, db: sqlite3.Connection, path: Path) -> None:
@@ -268,16 +271,20 @@ class Store(PersonaQueries):
     # Teaching signals ---------------------------------------------------------------------
 
     def add_correction(self, *, prompt: str, original_reply: str, correction: str,
-                       user_id: str | None = None, message_external_id: str | None = None) -> int:
-        if not correction.strip():
-            raise StoreError("A correction cannot be empty; write the reply the assistant should have given.")
-        return self._write(
-            "INSERT INTO corrections(prompt, original_reply, correction, user_id, message_external_id, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)", (prompt, original_reply, correction, user_id, message_external_id, time.time()))
+                       user_id: str | None = None, message_external_id: str | None = None,
+                       status: str = "pending") -> int:
+        """A correction as a new review item (see `submit_correction` for duplicates and caps)."""
+        submitted = self.submit_correction(prompt=prompt, original_reply=original_reply, correction=correction,
+                                           user_id=user_id, message_external_id=message_external_id, status=status)
+        return int(submitted.item[1:])
 
-    def corrections(self) -> list[Correction]:
-        return [Correction(r["id"], r["prompt"], r["original_reply"], r["correction"], r["user_id"], r["created_at"])
-                for r in self._rows("SELECT * FROM corrections ORDER BY id")]
+    def corrections(self, *, status: str | None = None) -> list[Correction]:
+        """All corrections, or those in one review state."""
+        sql, params = "SELECT * FROM corrections", tuple[str, ...]()
+        if status is not None:
+            sql, params = sql + " WHERE status = ?", (status,)
+        return [Correction(r["id"], r["prompt"], r["original_reply"], r["correction"], r["user_id"], r["created_at"],
+                           r["status"], r["scope"]) for r in self._rows(sql + " ORDER BY id", params)]
 
     def add_feedback(self, text: str, *, user_id: str | None = None, message_external_id: str | None = None) -> int:
         if not text.strip():
@@ -289,24 +296,21 @@ class Store(PersonaQueries):
         return [Feedback(r["id"], r["text"], r["user_id"], r["message_external_id"], r["created_at"])
                 for r in self._rows("SELECT * FROM feedback ORDER BY id")]
 
-    def add_reaction(self, message_external_id: str, user_id: str, label: int) -> None:
+    def add_reaction(self, message_external_id: str, user_id: str, label: int, *, status: str = "pending") -> None:
         """Record 👍 (+1) or 👎 (-1) from one user on one bot message; a later reaction replaces it."""
-        if label not in (-1, 1):
-            raise StoreError(f"A reaction label must be +1 or -1, got {label!r}.")
-        self._write("INSERT INTO reactions(message_external_id, user_id, label, created_at) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT(message_external_id, user_id) DO UPDATE SET label = excluded.label, "
-                    "created_at = excluded.created_at", (message_external_id, user_id, label, time.time()))
+        self.submit_reaction(message_external_id, user_id, label, status=status)
 
     def remove_reaction(self, message_external_id: str, user_id: str) -> None:
         self._write("DELETE FROM reactions WHERE message_external_id = ? AND user_id = ?",
                     (message_external_id, user_id))
 
-    def labelled_replies(self) -> list[LabelledReply]:
-        """Bot replies that received reactions, with the summed label (only stored turns)."""
+    def labelled_replies(self, *, status: str | None = None) -> list[LabelledReply]:
+        """Bot replies that received reactions (in one review state, or any), with the summed label."""
+        cond, params = ("WHERE x.status = ? ", (status,)) if status is not None else ("", ())
         rows = self._rows(
             "SELECT u.content AS prompt, r.content AS reply, SUM(x.label) AS score FROM reactions x "
             "JOIN messages r ON r.external_id = x.message_external_id AND r.role = 'assistant' "
-            "JOIN messages u ON r.reply_to = u.id GROUP BY r.id ORDER BY r.id")
+            f"JOIN messages u ON r.reply_to = u.id {cond}GROUP BY r.id ORDER BY r.id", params)
         return [LabelledReply(r["prompt"], r["reply"], int(r["score"])) for r in rows]
 
     # Datasets -----------------------------------------------------------------------------

@@ -125,8 +125,73 @@ def _follow_with_bar(runner: Any, job_id: str, *, bar: bool) -> int:
     return 0 if asyncio.run(follow()) == "succeeded" else 1
 
 
+def cmd_feedback(args: argparse.Namespace, config: Config) -> int:
+    """The review queue, as the bot's `review` shows it: only approved items are ever trained on."""
+    with open_store(config) as store:
+        if args.action == "list":
+            status = None if args.status == "all" else args.status
+            items = store.review_items(status=status, user_id=args.user)
+            for item in items:
+                what = item.correction if item.kind == "reaction" else f"→ {item.correction}"
+                print(f"{item.item:6} {item.status:8} user {item.user_id or '?':20} Q: {item.prompt[:60]!r} "
+                      f"A: {item.reply[:40]!r} {what[:80]}")
+            print(f"{len(items)} item(s)")
+        elif args.action in ("approve", "reject"):
+            if args.user:
+                if args.action != "approve":
+                    from assistant.errors import ReviewError
+
+                    raise ReviewError("--user works with approve only; reject items by id.")
+                print(f"approved {store.approve_user(args.user, reviewer='terminal')} item(s) by {args.user}")
+            else:
+                count = store.set_review(args.items, f"{args.action}d", reviewer="terminal")
+                print(f"{args.action}d {count} item(s)")
+    return 0
+
+
+def cmd_gate(args: argparse.Namespace, config: Config, adapter: Path) -> int:
+    """`finetune eval --control`: the bot's evaluation gate, on an engine of our own."""
+    from assistant.llm import create_backend
+    from assistant.memory import TeachingMemory, approved_facts
+    from finetune.gate import load_items, parse_items, run_gate, save_report
+
+    run_dir = adapter.parent
+    items = load_items(run_dir, config.storage.control_set)
+    if args.data:
+        items += parse_items(_read(Path(args.data)), Path(args.data).name)
+    with open_store(config) as store:
+        memory = TeachingMemory(config.memory, lambda: approved_facts(store))
+    engine = create_backend(config.model, config.storage.models_dir)
+    name = run_dir.name
+
+    async def gate() -> Any:
+        await engine.load_adapter(name, str(adapter))
+        return await run_gate(engine, name, items, system_prompt=config.model.system_prompt, notes=memory.notes,
+                              min_control_kept=config.finetune.min_control_kept)
+
+    try:
+        report = asyncio.run(gate())
+    finally:
+        close = getattr(engine, "close", None)
+        if callable(close):
+            close()
+    for a in report.answers:
+        mark = "kept" if a.group == "control" and a.kept else ("✓" if a.candidate_ok else "✗")
+        print(f"[{a.group}] {a.prompt}\n    expected: {a.expected}\n    base   : {a.base}\n    adapter: {mark} {a.candidate}")
+    print(report.summary())
+    print(f"written to {save_report(run_dir, report)}")
+    return 0 if report.passed else 1
+
+
 def cmd_eval(args: argparse.Namespace, config: Config) -> int:
     from finetune.data import to_jsonl
+
+    if args.control:
+        return cmd_gate(args, config, _adapter_dir(config, args.adapter))
+    if not args.data:
+        from assistant.errors import DatasetError
+
+        raise DatasetError("Pass --data TEST_FILE, or --control for the evaluation gate.")
     from finetune.evaluate import evaluate, load_for_eval, parse_eval
 
     items = parse_eval(_read(Path(args.data)), Path(args.data).name, default_match=args.match)
@@ -182,7 +247,8 @@ def cmd_adapters(args: argparse.Namespace, config: Config) -> int:
         print(json.dumps(registry.show(args.name).metadata, indent=2))
     elif args.action == "activate":
         source = resolve_model_source(config.model.name, config.storage.models_dir)
-        print(f"active: {registry.activate(None if args.name == 'none' else args.name, base_source=source) or 'base model'}")
+        name = None if args.name == "none" else args.name
+        print(f"active: {registry.activate(name, base_source=source, force=args.force) or 'base model'}")
     elif args.action == "rollback":
         print(f"active: {registry.rollback() or 'base model'}")
     elif args.action == "delete":
@@ -243,14 +309,28 @@ def build_parser() -> argparse.ArgumentParser:
     for p in ds.choices.values():
         p.set_defaults(handler=cmd_datasets)
 
+    fb = sub.add_parser("feedback", help="review corrections and 👍/👎 (pending → approved/rejected)").add_subparsers(
+        dest="action", required=True)
+    ls = fb.add_parser("list", help="the review queue")
+    ls.add_argument("--status", default="pending", choices=("pending", "approved", "rejected", "all"))
+    ls.add_argument("--user", default=None, help="only this user's items (Discord user id)")
+    for action in ("approve", "reject"):
+        p = fb.add_parser(action, help=f"{action} items by id (c12 = correction, r5 = reaction)")
+        p.add_argument("items", nargs="*")
+        p.add_argument("--user", default=None, help="approve every pending item of this user")
+    for p in fb.choices.values():
+        p.set_defaults(handler=cmd_feedback)
+
     train = make_parser(sub.add_parser("train", help="train a LoRA adapter (a queued job, followed here)"))
     train.add_argument("--detach", action="store_true", help="queue the job and return (follow: `jobs watch ID`)")
     train.set_defaults(handler=cmd_train)
 
     ev = sub.add_parser("eval", help="compare base and adapter on prompts with expected answers")
-    ev.add_argument("--data", required=True)
+    ev.add_argument("--data", default=None, help="test items (required unless --control)")
+    ev.add_argument("--control", action="store_true", help="the evaluation gate: the run's taught items and "
+                    "paraphrases + storage.control_set, base and adapter in one batch; writes gate.json")
     ev.add_argument("--adapter", required=True, help="adapter folder or run name")
-    ev.add_argument("--match", default="contains", choices=("exact", "contains", "normalised"))
+    ev.add_argument("--match", default="contains", choices=("exact", "contains", "normalised", "keywords"))
     ev.add_argument("--max-new-tokens", type=int, default=48)
     ev.add_argument("--failures-name", default=None, help="store the adapter's failures as this dataset")
     ev.add_argument("--report", default=None, help="write the full report as JSON here")
@@ -261,6 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     ad.add_parser("list")
     for action in ("show", "activate", "delete"):
         ad.add_parser(action).add_argument("name", help="run name ('none' with activate = base model)")
+    ad.choices["activate"].add_argument("--force", action="store_true",
+                                        help="activate although the evaluation gate failed")
     ad.add_parser("rollback")
     for p in ad.choices.values():
         p.set_defaults(handler=cmd_adapters)

@@ -63,7 +63,10 @@ def parse_records(text: str, source: str, *, max_items: int | None = None) -> li
     if stripped.startswith("["):
         return _array_items(text, source, max_items)
     records: list[tuple[int, Any]] = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    # Only "\n" ends a JSON Lines record: `str.splitlines` would also split inside a string at
+    # U+2028/U+2029/U+0085 (valid unescaped in JSON), breaking rows that contain them.
+    for number, line in enumerate(text.split("\n"), start=1):
+        line = line.removesuffix("\r")
         if not line.strip():
             continue
         _check_count(len(records), max_items, source)
@@ -290,5 +293,16 @@ def sft_rows(dataset: Dataset) -> list[dict[str, Any]]:
     return [r for r in dataset.rows if r["positive"]]
 
 
+LINE_BREAKS = {"\u2028": "\\u2028", "\u2029": "\\u2029", "\u0085": "\\u0085"}
+
+
 def to_jsonl(rows: list[dict[str, Any]]) -> bytes:
-    return "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows).encode("utf-8")
+    """One JSON object per line; the Unicode line separators are written as escapes, so any
+    reader that splits lines the Unicode way (`splitlines`, editors) still sees one row a line."""
+    return "".join(_one_line(json.dumps(r, ensure_ascii=False, sort_keys=True)) + "\n" for r in rows).encode("utf-8")
+
+
+def _one_line(text: str) -> str:
+    for raw, escaped in LINE_BREAKS.items():
+        text = text.replace(raw, escaped)
+    return text

@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from assistant.errors import DatasetError
-from assistant.provision import fsync_dir, fsync_tree
 from assistant.names import is_valid_name
+from assistant.prompting import DEFAULT_GUARD, SpecialTokenGuard, guard_for
+from assistant.provision import fsync_dir, fsync_tree
 from assistant.store import Store
 from finetune.data import Dataset, load_rows, preference_pairs, sft_rows, to_jsonl
 from finetune.masking import tokenize_rows
@@ -75,6 +76,7 @@ class DatasetManager:
         if final.exists() and not replace:
             raise DatasetError(f"A dataset named {name!r} already exists; pick another name or archive it first.")
         dataset = load_rows(raw, source, fmt=fmt)
+        self._refuse_markers(dataset, source)
         tokens = self._count_tokens(dataset, source)
         body = to_jsonl(dataset.rows)
         digest = hashlib.sha256(body).hexdigest()
@@ -103,6 +105,16 @@ class DatasetManager:
         except OSError as exc:
             raise DatasetError(f"Cannot read {path} ({exc.strerror}); check the file name.") from None
         return self.add_bytes(raw, name=name, source=path.name, fmt=fmt, replace=replace)
+
+    def _refuse_markers(self, dataset: Dataset, source: str) -> None:
+        """An uploaded row that spells a control token would fake turn boundaries: refuse the file."""
+        guard = guard_for(self.tokenizer) if self.tokenizer is not None else DEFAULT_GUARD
+        for index, row in enumerate(dataset.rows, start=1):
+            for text in row_texts(row):
+                marker = guard.find(text)
+                if marker is not None:
+                    raise DatasetError(f"{source} row {index}: contains the model's control token {marker!r}, "
+                                       "which would fake a chat turn; remove it (nothing was stored).")
 
     def _count_tokens(self, dataset: Dataset, source: str) -> int:
         if self.tokenizer is None:
@@ -168,25 +180,40 @@ class DatasetManager:
         return self.store.selected_datasets()
 
 
-def feedback_rows(store: Store) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """SFT rows and preference pairs from stored corrections and 👍/👎 reactions.
+def row_texts(row: dict[str, Any]) -> list[str]:
+    """Every piece of text in a canonical row (SFT or preference)."""
+    if "messages" in row:
+        return [m["content"] for m in row["messages"]]
+    return [m["content"] for m in row["prompt"]] + [row["chosen"], row["rejected"]]
 
-    A correction gives an SFT row (prompt → correction) and a pair (correction chosen,
-    the bot's original reply rejected). A reply with a positive reaction score is an SFT row
-    to imitate; a negative score is a `positive: false` row (never imitated).
+
+def feedback_rows(store: Store, guard: SpecialTokenGuard = DEFAULT_GUARD) -> tuple[list[dict[str, Any]],
+                                                                                 list[dict[str, Any]]]:
+    """SFT rows and preference pairs from *approved* corrections and 👍/👎 reactions.
+
+    A correction gives an SFT row (prompt → correction) and a pair (correction chosen, the bot's
+    original reply rejected). A reply with a positive reaction score is an SFT row to imitate; a
+    negative score is a `positive: false` row (never imitated). Pending and rejected items are
+    never exported; the same prompt and answer from several users count once; people's text is
+    escaped so it cannot spell a control token (prompting.py).
     """
     sft: list[dict[str, Any]] = []
     pairs: list[dict[str, Any]] = []
-    for c in store.corrections():
-        if not c.prompt.strip():
+    seen: set[tuple[str, str]] = set()
+    for c in store.corrections(status="approved"):
+        key = (" ".join(c.prompt.casefold().split()), " ".join(c.correction.casefold().split()))
+        if not c.prompt.strip() or key in seen:
             continue
-        prompt = [{"role": "user", "content": c.prompt}]
-        sft.append({"messages": [*prompt, {"role": "assistant", "content": c.correction}], "positive": True})
+        seen.add(key)
+        prompt = [{"role": "user", "content": guard.escape(c.prompt)}]
+        answer = guard.escape(c.correction)
+        sft.append({"messages": [*prompt, {"role": "assistant", "content": answer}], "positive": True})
         if c.original_reply.strip() and c.original_reply.strip() != c.correction.strip():
-            pairs.append({"prompt": prompt, "chosen": c.correction, "rejected": c.original_reply})
-    for r in store.labelled_replies():
+            pairs.append({"prompt": prompt, "chosen": answer, "rejected": guard.escape(c.original_reply)})
+    for r in store.labelled_replies(status="approved"):
         if r.score != 0 and r.prompt.strip() and r.reply.strip():
-            sft.append({"messages": [{"role": "user", "content": r.prompt}, {"role": "assistant", "content": r.reply}],
+            sft.append({"messages": [{"role": "user", "content": guard.escape(r.prompt)},
+                                     {"role": "assistant", "content": guard.escape(r.reply)}],
                         "positive": r.score > 0})
     return sft, pairs
 
@@ -194,7 +221,8 @@ def feedback_rows(store: Store) -> tuple[list[dict[str, Any]], list[dict[str, An
 def export_feedback(manager: DatasetManager, name: str) -> list[DatasetInfo]:
     """Store corrections and reactions as datasets NAME (SFT) and NAME-pairs (preference pairs)."""
     check_name(name)
-    sft, pairs = feedback_rows(manager.store)
+    guard = guard_for(manager.tokenizer) if manager.tokenizer is not None else DEFAULT_GUARD
+    sft, pairs = feedback_rows(manager.store, guard)
     made = []
     if any(r["positive"] for r in sft):
         made.append(manager.add_bytes(to_jsonl(sft), name=name, source="stored feedback", fmt="messages",
@@ -203,8 +231,9 @@ def export_feedback(manager: DatasetManager, name: str) -> list[DatasetInfo]:
         made.append(manager.add_bytes(to_jsonl(pairs), name=f"{name}-pairs", source="stored corrections",
                                       fmt="preference", replace=True))
     if not made:
-        raise DatasetError("There are no corrections or rated replies to export yet; use `correct` or react "
-                           "with 👍/👎 on the assistant's replies first.")
+        raise DatasetError("There are no approved corrections or rated replies to export yet; use `correct` or "
+                           "react with 👍/👎 on the assistant's replies, then approve them (`review`, or "
+                           "`finetune feedback approve`).")
     return made
 
 

@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from assistant.errors import DatasetError
+from assistant.prompting import guard_for, system_messages
 from finetune.data import decode_text, parse_records
 
 logger = logging.getLogger(__name__)
 
-MATCHES = ("exact", "contains", "normalised")
+MATCHES = ("exact", "contains", "normalised", "keywords")
 PROMPT_KEYS = ("prompt", "question", "input")
 EXPECTED_KEYS = ("expected", "answer", "output")
 
@@ -78,6 +79,9 @@ def matches(prediction: str, expected: str, how: str) -> bool:
         return prediction.strip() == expected.strip()
     if how == "normalised":
         return normalise(prediction) == normalise(expected)
+    if how == "keywords":
+        said = set(normalise(prediction).split())
+        return all(word in said for word in normalise(expected).split())
     return normalise(expected) in normalise(prediction)
 
 
@@ -112,14 +116,37 @@ def parse_eval(raw: bytes, source: str, *, default_match: str = "contains",
 def generate(model: Any, tokenizer: Any, prompt: str, *, system_prompt: str, max_new_tokens: int) -> str:
     import torch
 
-    messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + \
-        [{"role": "user", "content": prompt}]
+    messages = [*system_messages(system_prompt), {"role": "user", "content": guard_for(tokenizer).escape(prompt)}]
     inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
                                            return_dict=True).to(model.device)
     with torch.inference_mode():
         out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
                              pad_token_id=tokenizer.pad_token_id)
     return str(tokenizer.decode(out[0][inputs["input_ids"].shape[1]:], skip_special_tokens=True)).strip()
+
+
+def generate_batch(model: Any, tokenizer: Any, prompts: list[str], *, system_prompt: str, max_new_tokens: int,
+                   batch_size: int = 8) -> list[str]:
+    """Greedy answers to many prompts, a left-padded batch at a time (replay data for training)."""
+    import torch
+
+    guard = guard_for(tokenizer)
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    answers: list[str] = []
+    try:
+        for start in range(0, len(prompts), batch_size):
+            texts = [tokenizer.apply_chat_template(
+                [*system_messages(system_prompt), {"role": "user", "content": guard.escape(p)}],
+                add_generation_prompt=True, tokenize=False) for p in prompts[start:start + batch_size]]
+            inputs = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+            with torch.inference_mode():
+                out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                                     pad_token_id=tokenizer.pad_token_id)
+            width = inputs["input_ids"].shape[1]
+            answers += [str(tokenizer.decode(row[width:], skip_special_tokens=True)).strip() for row in out]
+    finally:
+        tokenizer.padding_side = side
+    return answers
 
 
 def evaluate(peft_model: Any, tokenizer: Any, items: list[EvalItem], *, system_prompt: str,

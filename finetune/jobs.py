@@ -106,12 +106,13 @@ class JobRunner:
     """Submit, inspect, cancel and watch training jobs. Safe to call from any thread or the event loop."""
 
     def __init__(self, config: Config, store: Store, *, device: str | None = None, python: str = sys.executable,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, beside_engine: bool = False) -> None:
         self.config = config
         self.store = store
         self.device = device or self._detect_device()
         self.python = python
         self.env = env
+        self.beside_engine = beside_engine  # the bot's own model runs in this machine's cores too
         self._lock = threading.RLock()
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self.recover()
@@ -226,11 +227,13 @@ class JobRunner:
 
     def _child_env(self) -> dict[str, str]:
         """The training process's environment: ours without the bot's secrets (it needs neither the
-        Discord token nor the OpenAI key, and a crash dump or a log line must not be able to leak them)."""
+        Discord token nor the OpenAI key, and a crash dump or a log line must not be able to leak them),
+        and with OpenMP workers that sleep when idle instead of spinning on a core the bot needs."""
         env = dict(os.environ if self.env is None else self.env)
         for name in {self.config.discord.token_env, self.config.model.openai_api_key_env,
                      "DISCORD_TOKEN", "OPENAI_API_KEY"}:
             env.pop(name, None)
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         return env
 
     def _start(self, job: Job) -> None:
@@ -238,7 +241,7 @@ class JobRunner:
         out = Path(job.out_dir)
         out.mkdir(parents=True, exist_ok=True)
         spec = JobSpec(**job.spec)
-        cmd = train_command(self.config, spec, out, self.python)
+        cmd = train_command(self.config, spec, out, self.python) + thread_budget(self.config, self.beside_engine)
         if spec.config is not None:
             _write_synced(out / JOB_CONFIG, to_toml(spec.config, header=f"Config of job {job.id} as it was "
                                                                          "when queued; the training reads this file."))
@@ -246,7 +249,7 @@ class JobRunner:
         with (out / "train.log").open("ab") as log:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     cwd=Path(__file__).resolve().parents[1], start_new_session=True,
-                                    env=self._child_env())
+                                    env=self._child_env(), preexec_fn=_lower_priority)
         self._procs[job.id] = proc
         self.store.update_job(job.id, pid=proc.pid)
         logger.info("Started job %s (pid %d): %s", job.id, proc.pid, " ".join(cmd))
@@ -287,6 +290,26 @@ def _write_synced(path: Path, text: str) -> None:
         handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def thread_budget(config: Config, beside_engine: bool) -> list[str]:
+    """`--set threads=N` for a job: all cores but one when the live engine shares the machine.
+
+    Why: torch/OpenMP threads of two processes on the same cores oversubscribe them (measured on 2
+    cores: a step 11 s alone, 59 s beside one other 2-thread process), and the bot's answers stall
+    the same way. An explicit `finetune.threads` wins."""
+    if config.finetune.threads or not beside_engine or config.model.device == "cuda":
+        return []
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return ["--set", f"threads={max(1, cores - 1)}"]
+
+
+def _lower_priority() -> None:
+    """In the child before exec: training yields the CPU to the bot's answers (nice 10)."""
+    try:
+        os.nice(10)
+    except OSError:
+        pass
 
 
 def _stop_group(pid: int, out_dir: str) -> None:

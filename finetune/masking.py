@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from assistant.errors import DatasetError
+from assistant.prompting import guard_for
 
 IGNORE = -100
 
@@ -67,6 +68,10 @@ def segments(tokenizer: Any, messages: list[dict[str, str]]) -> list[tuple[str, 
 
 
 def tokenize_messages(tokenizer: Any, messages: list[dict[str, str]]) -> Tokenized:
+    """Tokens and labels; message text is escaped first (as at inference), so a control token can
+    only come from the chat template, never from a row's text."""
+    guard = guard_for(tokenizer)
+    messages = [{"role": m["role"], "content": guard.escape(m["content"])} for m in messages]
     input_ids: list[int] = []
     labels: list[int] = []
     for text, trained in segments(tokenizer, messages):

@@ -35,6 +35,7 @@ from assistant.names import is_valid_name
 from finetune.data import Dataset, load_file
 from finetune.datasets_store import DATA_FILE
 from finetune.events import EVENTS_FILE, EventWriter, ProgressEvent, read_events
+from finetune.teach import FEEDBACK
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +84,17 @@ def finetune_settings(base: FinetuneConfig, *, overrides: Sequence[str], max_ste
         if max_steps is None:
             raw["max_steps"] = 0
     return parse_config({"finetune": raw}).finetune
+
+
+def feedback_settings(settings: FinetuneConfig, args: argparse.Namespace) -> FinetuneConfig:
+    """A feedback run's defaults: its own step count and learning rate, unless given explicitly."""
+    given = {item.partition("=")[0].strip() for item in args.set}
+    changes: dict[str, Any] = {}
+    if args.max_steps is None and args.epochs is None and "max_steps" not in given:
+        changes["max_steps"] = settings.feedback_steps
+    if "learning_rate" not in given:
+        changes["learning_rate"] = settings.feedback_learning_rate
+    return dataclasses.replace(settings, **changes)
 
 
 def resolve_data(items: Sequence[str], datasets_dir: Path, *, managed_only: bool = False) -> list[Path]:
@@ -158,13 +170,17 @@ def run_training(config: Config, args: argparse.Namespace) -> dict[str, Any]:
     resume_from = last_checkpoint(ckpt_dir) if args.resume else None
     if not args.resume and last_checkpoint(ckpt_dir) is not None:
         raise TrainingError(f"{out} already holds checkpoints; pass --resume to continue, or choose a new --out.")
-    paths = resolve_data(args.data, config.storage.datasets_dir, managed_only=getattr(args, "managed", False))
+    feedback = FEEDBACK in args.data
+    if feedback:
+        settings = feedback_settings(settings, args)
+    paths = resolve_data([d for d in args.data if d != FEEDBACK], config.storage.datasets_dir,
+                         managed_only=getattr(args, "managed", False))
     datasets = load_datasets(paths, args.format)
     if main_process:
         save_run_config(out, config, settings, args)
     method = args.method
     if method == "auto":
-        method = "dpo" if all(d.kind == "preference" for d in datasets) else "sft"
+        method = "dpo" if datasets and not feedback and all(d.kind == "preference" for d in datasets) else "sft"
     writer = EventWriter(out / EVENTS_FILE, echo=None) if main_process else None
     torch.manual_seed(settings.seed)
 
@@ -172,7 +188,17 @@ def run_training(config: Config, args: argparse.Namespace) -> dict[str, Any]:
 
     loaded = load_causal_lm(config.model.name, config.storage.models_dir, device="cpu" if not
                             torch.cuda.is_available() else "cuda", dtype=PRECISION_DTYPE[settings.precision],
-                            threads=config.model.threads)
+                            threads=settings.threads or config.model.threads)
+    if feedback:
+        from finetune.teach import export_for_training, training_datasets
+
+        taught = export_for_training(config, loaded.tokenizer)
+        if writer is not None:
+            writer.emit(ProgressEvent("start", message=f"training on {len(taught.taught)} corrections "
+                                      f"({taught.sft_rows} approved rows, {taught.pairs} preference pairs) from "
+                                      f"{taught.users} users"))
+        paths += taught.paths
+        datasets += training_datasets(loaded, taught, load_datasets(taught.paths, "messages"), config, out)
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(out / "tensorboard")
     from finetune.recipes import build_dpo_trainer, build_sft_trainer
 

@@ -25,7 +25,7 @@ from assistant.errors import AssistantError
 
 logger = logging.getLogger(__name__)
 
-COGS = ("basic", "chat", "feedback", "files", "training", "adapters", "voice", "voice_messages", "persona")
+COGS = ("basic", "chat", "feedback", "review", "files", "training", "adapters", "voice", "voice_messages", "persona")
 
 
 class AssistantBot(commands.Bot):

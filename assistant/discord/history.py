@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from assistant.conversation import trim_history
 from assistant.discord.policy import correction_text
 from assistant.llm.base import ChatBackend, Message
+from assistant.prompting import escape_user_text, system_messages
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ def to_turns(said: list[Said], *, command_prefix: str) -> list[Message]:
     """Chat turns (oldest first) from earlier messages (oldest first)."""
     turns: list[Message] = []
     for item in said:
-        text = item.text.strip()
+        text = escape_user_text(item.text.strip())
         if not text:
             continue
         if item.author_is_self:
@@ -49,9 +50,11 @@ def to_turns(said: list[Said], *, command_prefix: str) -> list[Message]:
 
 
 def build_prompt(backend: ChatBackend, *, system_prompt: str, earlier: list[Message], question: str,
-                 context_tokens: int, reply_tokens: int) -> list[Message]:
-    """System prompt + as much recent history as fits + the question, within the token budget."""
-    system: list[Message] = [{"role": "system", "content": system_prompt}] if system_prompt else []
+                 context_tokens: int, reply_tokens: int, notes: list[str] | None = None) -> list[Message]:
+    """System prompt (+ taught facts for this question) + as much recent history as fits + the
+    question, within the token budget."""
+    system = system_messages(system_prompt, notes)
+    question = escape_user_text(question)
     turns = list(earlier)
     if turns and turns[-1]["role"] == "user":
         turns[-1] = {"role": "user", "content": turns[-1]["content"] + "\n" + question}

@@ -7,6 +7,7 @@ and hand it to `create_bot`; `run_bot` builds it from the user's config.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,7 @@ from assistant.discord.limits import Limits
 from assistant.discord.policy import EditThrottle, RateLimiter, TypingPacer, is_admin
 from assistant.errors import NotAllowedError
 from assistant.llm.base import ChatBackend
+from assistant.memory import TeachingMemory, approved_facts
 from assistant.personas import Persona, persona_scopes
 from assistant.speech.service import SpeechService
 from assistant.store import Store
@@ -39,6 +41,7 @@ class BotServices:
     runner: JobRunner
     adapters: AdapterManager
     datasets: DatasetManager
+    memory: TeachingMemory = field(init=False)  # approved corrections, recalled into prompts
     speech: SpeechService | None = None  # None when the speech models are not provisioned
     session: aiohttp.ClientSession | None = None
     latency: LatencyLog = field(default_factory=LatencyLog)
@@ -52,6 +55,7 @@ class BotServices:
         self.throttle = EditThrottle(self.config.discord.edit_interval_s)
         self.limits = Limits(self.config.security)
         self.limiter = self.limits.chat
+        self.memory = TeachingMemory(self.config.memory, lambda: approved_facts(self.store))
 
     def is_admin(self, user_id: int, role_ids: list[int]) -> bool:
         sec = self.config.security
@@ -91,7 +95,7 @@ class BotServices:
 async def build_services(config: Config, *, backend: ChatBackend | None = None) -> BotServices:
     """The core runtime (`assistant.app`) plus what only the bot needs: the job runner and datasets."""
     runtime = await build_runtime(config, backend=backend)
-    runner = await asyncio.to_thread(JobRunner, config, runtime.store)
+    runner = await asyncio.to_thread(functools.partial(JobRunner, config, runtime.store, beside_engine=True))
     tokenizer = getattr(runtime.backend, "tokenizer", None)
     datasets = DatasetManager(config.storage.datasets_dir, runtime.store, tokenizer=tokenizer,
                               max_seq_len=config.finetune.max_seq_len, system_prompt=config.model.system_prompt)

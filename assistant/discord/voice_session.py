@@ -61,7 +61,8 @@ class VoiceSession:
 
     def __init__(self, vc: Any, *, config: Config, backend: Any, speech: Any, store: Any = None,
                  latency: VoiceLatencyLog | None = None, name_of: Callable[[int], str] | None = None,
-                 system_prompt: str | None = None, limiter: RateLimiter | None = None) -> None:
+                 system_prompt: str | None = None, limiter: RateLimiter | None = None,
+                 notes: Callable[[str], list[str]] | None = None) -> None:
         from assistant.discord.voice_recv import VoiceListener
 
         self.vc, self.config, self.speech, self.store = vc, config, speech, store
@@ -70,7 +71,7 @@ class VoiceSession:
         self.conversation = Conversation(backend, system_prompt=config.model.system_prompt if system_prompt is None
                                          else system_prompt,
                                          context_tokens=config.model.context_tokens,
-                                         reply_tokens=config.model.max_new_tokens)
+                                         reply_tokens=config.model.max_new_tokens, notes=notes)
         self._display_name = name_of or (lambda user_id: f"user {user_id}")
         voice = config.voice
         turn_model = SmartTurn(smart_turn_path(config.storage.models_dir)) if voice.end_of_turn == "model" else None

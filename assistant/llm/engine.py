@@ -33,6 +33,7 @@ from assistant.llm import batching
 from assistant.llm.base import ACTIVE_ADAPTER, ChatBackend, GenerationOptions, GenerationStats, Message
 from assistant.llm.loader import LoadedModel
 from assistant.llm.prefix_cache import PrefixCache, PrefixHit
+from assistant.prompting import SpecialTokenGuard
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +91,7 @@ class TransformersEngine(ChatBackend):
         self.dtype = loaded.dtype
         self.load_seconds = loaded.load_seconds
         self._eos = self._eos_ids()
+        self._guard = SpecialTokenGuard.for_tokenizer(loaded.tokenizer)
         self._max_positions = int(getattr(self.model.config, "max_position_embeddings", 1 << 30))
 
     # ----- public API (event-loop side) -----
@@ -173,7 +175,9 @@ class TransformersEngine(ChatBackend):
         return ids
 
     def _encode(self, messages: list[Message]) -> list[int]:
-        text = self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+        """The prompt's tokens; message text is escaped first, so only the template makes control tokens."""
+        text = self.tokenizer.apply_chat_template(self._guard.escape_messages(list(messages)),
+                                                  add_generation_prompt=True, tokenize=False)
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def _adapter_for(self, options: GenerationOptions) -> str:

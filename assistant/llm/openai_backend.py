@@ -26,6 +26,7 @@ from assistant.errors import AdapterError, BackendError
 from assistant.llm.base import ACTIVE_ADAPTER, ChatBackend, GenerationOptions, Message
 from assistant.llm.llama_server import LlamaServerAdapters, ManagedLlamaServer
 from assistant.llm.served_adapters import ServedAdapters
+from assistant.prompting import DEFAULT_GUARD
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +115,7 @@ class OpenAIBackend(ChatBackend):
         return self._session
 
     def _payload(self, messages: list[Message], options: GenerationOptions) -> dict[str, Any]:
-        payload: dict[str, Any] = {"model": self.model, "messages": list(messages), "stream": True,
+        payload: dict[str, Any] = {"model": self.model, "messages": DEFAULT_GUARD.escape_messages(list(messages)), "stream": True,
                                    "max_tokens": options.max_new_tokens, "temperature": options.temperature}
         payload.update(self._adapter_fields(options))
         if options.temperature > 0:

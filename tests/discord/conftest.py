@@ -19,6 +19,7 @@ from assistant.llm.base import ChatBackend
 from tests.fakediscord import FakeDiscord
 
 SMALL_REPLY_TOKENS = 24
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
@@ -36,7 +37,9 @@ def bot_config(root: Path, repo_config: Config, server: FakeDiscord, **sections:
         "security": {"admin_user_ids": [server.alice.id], "rate_limit_messages": 50},
         "storage": {"models_dir": str(repo_config.storage.models_dir),
                     "voices_dir": str(repo_config.storage.voices_dir), "datasets_dir": "datasets",
-                    "runs_dir": "runs", "exports_dir": "exports", "database": "data/assistant.sqlite3"},
+                    "runs_dir": "runs", "exports_dir": "exports", "database": "data/assistant.sqlite3",
+                    "control_set": str(REPO / "datasets" / "control.jsonl"),
+                    "replay_prompts": str(REPO / "datasets" / "replay_prompts.txt")},
     }
     for name, values in sections.items():
         raw.setdefault(name, {}).update(values)

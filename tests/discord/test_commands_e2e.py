@@ -100,15 +100,20 @@ async def test_correction_by_id_and_by_reply_is_stored_and_exported(env: Env):
 
     answer = await ask(env, "What is the capital of France?", env.server.bob)
     ack = await command(env, f"!correct {answer.id} The capital of France is Paris.", env.server.bob)
-    assert "saved" in ack.content
+    assert "saved" in ack.content and "waits for an admin's review" in ack.content
     ack2 = await command(env, "correct: Paris is the capital of France.", env.server.bob, reference=answer)
     assert "saved" in ack2.content
+    again = await command(env, "correct: Paris is the capital of France.", env.server.bob, reference=answer)
+    assert "counts once" in again.content
     bad = await command(env, "!correct 12345 nothing")
     assert "can't find" in bad.content
     store = env.bot.services.store
     rows = [c for c in store.corrections() if c.prompt.endswith("What is the capital of France?")]
     assert [c.correction for c in rows] == ["The capital of France is Paris.", "Paris is the capital of France."]
-    assert rows[0].original_reply == answer.content
+    assert rows[0].original_reply == answer.content and {c.status for c in rows} == {"pending"}
+    assert "Only the bot's admins" in (await command(env, f"!review user {env.server.bob.id}", env.server.bob)).content
+    approved = await command(env, f"!review user {env.server.bob.id}")
+    assert "Approved 2" in approved.content
     made = export_feedback(env.bot.services.datasets, "from-discord")
     assert {d.name for d in made} == {"from-discord", "from-discord-pairs"}
 
@@ -121,6 +126,9 @@ async def test_feedback_and_reactions_are_stored(env: Env):
     env.server.add_reaction(answer, "👍", env.server.bob)
     await env.server.wait_until(lambda: any(r.reply == answer.content for r in env.bot.services.store.labelled_replies()),
                                 what="the reaction to be stored")
+    await env.server.wait_until(lambda: env.server.bot.id in answer.reactions.get("👀", []),
+                                what="the bot to acknowledge the vote")
+    assert [i.status for i in env.bot.services.store.review_items() if i.reply == answer.content] == ["pending"]
 
 
 async def test_test_command_reports_json_errors_and_scores(env: Env):

@@ -33,12 +33,12 @@ class Adapters(commands.Cog):
         self.services = services
 
     # -- adapter ----------------------------------------------------------------------------
-    async def activate(self, inv: Invocation, name: str) -> None:
+    async def activate(self, inv: Invocation, name: str, *, force: bool = False) -> None:
         self.services.require_admin(inv.user.id, inv.role_ids, "switch adapters")
-        active = await self.services.adapters.activate(name or None)
+        active = await self.services.adapters.activate(name or None, force=force)
         await inv.send(f"Now answering with adapter `{active}`." if active else "Now answering with the base model.")
 
-    async def adapter(self, inv: Invocation, action: str, name: str) -> None:
+    async def adapter(self, inv: Invocation, action: str, name: str, force: bool = False) -> None:
         action = (action or "list").strip().lower()
         manager = self.services.adapters
         if action == "list":
@@ -50,7 +50,7 @@ class Adapters(commands.Cog):
         elif action == "activate":
             if not name.strip():
                 raise AssistantError("Name the adapter to activate; `adapter list` shows them.")
-            await self.activate(inv, name.strip())
+            await self.activate(inv, name.strip(), force=force)
         elif action == "base":
             await self.activate(inv, "")
         elif action == "rollback":
@@ -60,12 +60,16 @@ class Adapters(commands.Cog):
         else:
             raise AssistantError(f"Unknown action {action!r}; use one of: {', '.join(ACTIONS)}.")
 
-    @commands.command(name="adapter", help="LoRA adapters: adapter list | activate NAME | rollback | base (admins).")
-    async def adapter_prefix(self, ctx: commands.Context, action: str = "list", name: str = "") -> None:
+    @commands.command(name="adapter", help="LoRA adapters: adapter list | activate NAME [force] | rollback | base "
+                                           "(admins).")
+    async def adapter_prefix(self, ctx: commands.Context, action: str = "list", name: str = "",
+                             override: str = "") -> None:
         inv = Invocation.from_context(ctx)
         if action.lower() != "list":
             self.services.require_admin(inv.user.id, inv.role_ids, "switch adapters")
-        await self.adapter(inv, action, name)
+        if override and override.lower() != "force":
+            raise AssistantError("The only word after the adapter name is `force` (activate despite the gate).")
+        await self.adapter(inv, action, name, force=override.lower() == "force")
 
     @nextcord.slash_command(name="adapter", description="List, activate or roll back LoRA adapters (admins).")
     async def adapter_slash(

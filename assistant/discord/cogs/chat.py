@@ -162,7 +162,8 @@ class Chat(commands.Cog):
         prompt: list[Message] = build_prompt(services.backend, system_prompt=system_prompt,
                                              earlier=earlier, question=question,
                                              context_tokens=config.model.context_tokens,
-                                             reply_tokens=config.model.max_new_tokens)
+                                             reply_tokens=config.model.max_new_tokens,
+                                             notes=services.memory.notes(question))
         deltas = services.backend.stream(prompt, default_options(config.model))
         voice = self.bot.get_cog("Voice")
         speaker = voice.speaker_for(message) if voice is not None else None  # type: ignore[attr-defined]

@@ -17,12 +17,36 @@ from assistant.discord.invocation import Invocation
 from assistant.discord.limits import over_limit, slow_down
 from assistant.discord.policy import correction_text
 from assistant.discord.services import BotServices
-from assistant.errors import AssistantError
+from assistant.errors import AssistantError, ReviewError
+from assistant.review import Submitted
 from assistant.store import Turn
 
 logger = logging.getLogger(__name__)
 
 LABELS = {"👍": 1, "👎": -1}
+SEEN = "👀"  # the bot's reaction: a 👍/👎 was recorded
+
+
+def channel_of(conversation_key: str) -> int | None:
+    """The Discord channel a stored conversation happened in (text or voice), from its key."""
+    kind, _, channel = conversation_key.partition(":")
+    return int(channel) if kind in ("discord", "discord-voice") and channel.isdigit() else None
+
+
+def review_status(auto_approve: str, admin: bool) -> str:
+    """Whether a new contribution waits for review (`security.auto_approve`)."""
+    return "approved" if auto_approve == "all" or (auto_approve == "admins" and admin) else "pending"
+
+
+def acknowledgement(done: Submitted) -> str:
+    number = f"#{done.item[1:]}"
+    if done.duplicate:
+        return f"You already sent this correction ({number}, {done.status}); it counts once."
+    if done.status == "approved":
+        return (f"Thanks — correction {number} saved and approved; I use it from now on, and the next "
+                "`train feedback` learns it.")
+    return (f"Thanks — correction {number} saved; it waits for an admin's review (`review`) before I use it "
+            "or train on it.")
 
 
 class Feedback(commands.Cog):
@@ -30,24 +54,44 @@ class Feedback(commands.Cog):
         self.bot = bot
         self.services = services
 
-    async def _turn(self, channel: object, message_id: int) -> Turn:
-        """The stored prompt and reply behind bot message `message_id`."""
+    async def _turn(self, inv: Invocation, message_id: int) -> Turn:
+        """The stored prompt and reply behind bot message `message_id`, if it was said where `inv` was typed
+        (the same server, or the same DM): ids are public, so a correction must not reach across servers."""
         store = self.services.store
         turn = await asyncio.to_thread(store.turn_for_reply, str(message_id))
-        if turn is not None:
+        if turn is not None and self._same_place(turn.conversation_key, inv):
             return turn
-        raise AssistantError(f"I can't find an answer of mine with id {message_id}; reply to my message with "
+        raise AssistantError(f"I can't find an answer of mine with id {message_id} here; reply to my message with "
                              "`correct: the right answer`, or copy the id of my reply (not of your question).")
+
+    def _same_place(self, conversation_key: str, inv: Invocation) -> bool:
+        channel_id = channel_of(conversation_key)
+        if channel_id is None:
+            return False
+        if inv.guild is None:
+            return inv.channel is not None and int(inv.channel.id) == channel_id
+        channel = self.bot.get_channel(channel_id)
+        guild = getattr(channel, "guild", None)
+        return guild is not None and int(guild.id) == int(inv.guild.id)
+
+    def _status(self, user_id: int, role_ids: list[int]) -> str:
+        return review_status(self.services.config.security.auto_approve,
+                             self.services.is_admin(user_id, role_ids))
 
     async def store_correction(self, inv: Invocation, message_id: int, correction: str) -> None:
         correction = correction.strip()
         if not correction:
             raise AssistantError("Write the answer I should have given after the message id.")
-        turn = await self._turn(inv.channel, message_id)
-        row = await asyncio.to_thread(
-            self.services.store.add_correction, prompt=turn.prompt, original_reply=turn.reply,
-            correction=correction, user_id=str(inv.user.id), message_external_id=str(message_id))
-        await inv.send(f"Thanks — correction #{row} saved; it will be used in the next training run.")
+        turn = await self._turn(inv, message_id)
+        security = self.services.config.security
+        scope = f"guild:{inv.guild.id}" if inv.guild is not None else f"dm:{inv.channel.id}"
+        done = await asyncio.to_thread(
+            self.services.store.submit_correction, prompt=turn.prompt, original_reply=turn.reply,
+            correction=correction, user_id=str(inv.user.id), message_external_id=str(message_id), scope=scope,
+            status=self._status(inv.user.id, inv.role_ids), max_pending=security.max_pending_per_user)
+        if done.status == "approved":
+            await asyncio.to_thread(self.services.memory.refresh)
+        await inv.send(acknowledgement(done))
 
     async def correct(self, inv: Invocation, args: str) -> None:
         """`correct MESSAGE_ID CORRECTION`, or `correct CORRECTION` as a reply to the bot's message."""
@@ -118,17 +162,37 @@ class Feedback(commands.Cog):
         me = self.bot.user
         if label is None or me is None or payload.user_id == me.id:
             return
+        member = payload.member if payload.member is not None else self.bot.get_user(payload.user_id)
+        if member is not None and member.bot:
+            return  # another bot's votes are not people's judgement
         if not self.services.limits.reactions.allow(payload.user_id):
             logger.info("Ignoring a reaction from %s: over security.reaction_rate_limit", payload.user_id)
             return
         store = self.services.store
         key = str(payload.message_id)
-        if await asyncio.to_thread(store.turn_for_reply, key) is None:
+        turn = await asyncio.to_thread(store.turn_for_reply, key)
+        if turn is None:
             return  # not one of the bot's answers
-        if added:
-            await asyncio.to_thread(store.add_reaction, key, str(payload.user_id), label)
-        else:
+        if not added:
             await asyncio.to_thread(store.remove_reaction, key, str(payload.user_id))
+            return
+        roles = [r.id for r in getattr(member, "roles", [])]
+        try:
+            done = await asyncio.to_thread(store.submit_reaction, key, str(payload.user_id), label,
+                                           status=self._status(payload.user_id, roles),
+                                           max_pending=self.services.config.security.max_pending_per_user)
+        except ReviewError as exc:
+            logger.info("Reaction by %s not stored: %s", payload.user_id, exc)
+            return
+        if not done.duplicate:
+            await self._acknowledge(payload)
+
+    async def _acknowledge(self, payload: nextcord.RawReactionActionEvent) -> None:
+        """A 👀 on the answer says "your vote was recorded" without a message per vote."""
+        try:
+            await self.bot.http.add_reaction(payload.channel_id, payload.message_id, SEEN)
+        except nextcord.HTTPException as exc:
+            logger.info("Could not acknowledge a reaction: %s", exc)
 
     @commands.Cog.listener()
     async def on_raw_reaction_add(self, payload: nextcord.RawReactionActionEvent) -> None:

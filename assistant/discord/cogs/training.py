@@ -30,6 +30,7 @@ from assistant.errors import AssistantError, TrainingError
 logger = logging.getLogger(__name__)
 
 ACTIVATE_PREFIX = "assistant:activate:"
+FORCE_PREFIX = "assistant:activate-force:"
 PROGRESS_EVERY_S = 2.0  # a training status message is edited at most this often
 WATCHED_FILE = "training-messages.json"
 
@@ -80,13 +81,61 @@ class WatchedJobs:
                 self._save(entries)
 
 
-def activate_view(adapter: str) -> nextcord.ui.View:
+def train_arguments(args: str) -> tuple[str, int | None, str | None]:
+    """`feedback 40 name=facts-v2` → ("feedback", 40, "facts-v2"); every word is checked."""
+    dataset: list[str] = []
+    steps: int | None = None
+    run_name: str | None = None
+    for word in args.split():
+        if word.isdigit():
+            if steps is not None:
+                raise TrainingError("Give MAX_STEPS once, e.g. `train feedback 40`.")
+            steps = int(word)
+            if not 1 <= steps <= 100000:
+                raise TrainingError("MAX_STEPS must be between 1 and 100000.")
+        elif word.lower().startswith("name="):
+            run_name = word[5:]
+        else:
+            dataset.append(word)
+    return " ".join(dataset), steps, run_name
+
+
+def activate_view(adapter: str, *, passed: bool = True) -> nextcord.ui.View:
     """A button handled by `Training.on_interaction` from its custom_id (so it works after a restart),
-    never by nextcord's view store, which would acknowledge the click a second time."""
+    never by nextcord's view store, which would acknowledge the click a second time. An adapter that
+    failed the gate gets an explicit override button instead."""
     view = nextcord.ui.View(timeout=None, prevent_update=False)
-    view.add_item(nextcord.ui.Button(label=f"Activate {adapter}"[:80], style=nextcord.ButtonStyle.primary,
-                                     custom_id=f"{ACTIVATE_PREFIX}{adapter}"[:100]))
+    if passed:
+        view.add_item(nextcord.ui.Button(label=f"Activate {adapter}"[:80], style=nextcord.ButtonStyle.primary,
+                                         custom_id=f"{ACTIVATE_PREFIX}{adapter}"[:100]))
+    else:
+        view.add_item(nextcord.ui.Button(label=f"Activate {adapter} anyway"[:80], style=nextcord.ButtonStyle.danger,
+                                         custom_id=f"{FORCE_PREFIX}{adapter}"[:100]))
     return view
+
+
+def job_line(job: Any) -> str:
+    """One job for `status`: its state, and for a running one the step, loss and time left."""
+    from finetune.events import EVENTS_FILE, format_progress, read_events
+
+    line = f"`{job.id}` {job.state} → adapter `{Path(job.out_dir).name}`"
+    if job.state == "running":
+        events, _ = read_events(Path(job.out_dir) / EVENTS_FILE)
+        steps = [e for e in events if e.kind == "step"]
+        line += f": {format_progress(steps[-1])}" if steps else ": starting (loading the model, preparing data)"
+    elif job.result and job.result.get("metrics"):
+        metrics = job.result["metrics"]
+        line += f" ({metrics.get('steps')} steps, final loss {metrics.get('final_loss')})"
+    gate = Path(job.out_dir) / "gate.json"
+    if gate.is_file():
+        import json
+
+        try:
+            scores = json.loads(gate.read_text(encoding="utf-8")).get("scores", {})
+            line += " — gate: " + ", ".join(f"{k} {v[0]}/{v[1]}" for k, v in scores.items() if v[1])
+        except ValueError:
+            pass
+    return line + (f" ({job.error[:200]})" if job.error else "")
 
 
 class Training(commands.Cog):
@@ -109,12 +158,18 @@ class Training(commands.Cog):
         await inv.send(f"Dataset `{info.name}` stored: {info.rows} rows ({info.format}).")
         return str(info.name)
 
-    async def train(self, inv: Invocation, dataset: str, steps: int | None) -> None:
+    async def train(self, inv: Invocation, dataset: str, steps: int | None, run_name: str | None = None) -> None:
         self.services.require_admin(inv.user.id, inv.role_ids, "start training")
         from finetune.jobs import JobSpec
+        from finetune.teach import FEEDBACK
 
         if inv.attachments:
             names = [await self._upload(inv, dataset.strip() or None)]
+        elif dataset.strip().lower() == "feedback":
+            names = [FEEDBACK]
+            pending = await asyncio.to_thread(self.services.store.corrections, status="approved")
+            if not pending:
+                raise TrainingError("No approved corrections to train on yet; approve some with `review` first.")
         elif dataset.strip():
             names = [n for n in dataset.replace(",", " ").split() if n]
             for n in names:
@@ -123,11 +178,13 @@ class Training(commands.Cog):
             names = await asyncio.to_thread(self.services.datasets.selected)
             if not names:
                 prefix = self.services.config.discord.command_prefix
-                raise TrainingError(f"Attach a dataset file, name one (`{prefix}train NAME`), or choose some with "
+                raise TrainingError(f"Train on the approved corrections with `{prefix}train feedback`, attach a "
+                                    f"dataset file, name one (`{prefix}train NAME`), or choose some with "
                                     f"`{prefix}select_dataset NAME` first.")
         job_id = await asyncio.to_thread(self.services.runner.submit,
-                                         JobSpec(data=names, max_steps=steps, managed=True))
-        text = f"Training job `{job_id}` queued on {', '.join(names)}…"
+                                         JobSpec(data=names, max_steps=steps, managed=True, name=run_name))
+        what = "the approved corrections" if names == [FEEDBACK] else ", ".join(names)
+        text = f"Training job `{job_id}` queued on {what}…"
         if inv.message is None:  # a slash command: its follow-ups stop being editable after 15 minutes
             await inv.send(f"Training job `{job_id}` queued; its progress is shown below.")
             message = await inv.channel.send(text)
@@ -156,18 +213,21 @@ class Training(commands.Cog):
             task.add_done_callback(self._watchers.discard)
 
     async def follow(self, job_id: str, message: Any) -> None:
-        """Edit `message` with the job's progress until it ends; then the loss curve and a button."""
+        """Edit `message` with the job's progress until it ends; then the gate, the loss curve and a button."""
         from finetune.events import format_progress
         from finetune.plots import loss_curve
 
         runner = self.services.runner
         events = []
         last_edit = 0.0
+        about = ""
         async for event in runner.watch(job_id):
             events.append(event)
+            if event.kind == "start" and event.message:
+                about = f" ({event.message})"
             if event.kind == "step" and time.monotonic() - last_edit >= PROGRESS_EVERY_S:
                 last_edit = time.monotonic()
-                await self._edit(message, content=f"Training `{job_id}`: {format_progress(event)}")
+                await self._edit(message, content=f"Training `{job_id}`{about}: {format_progress(event)}")
         job = await asyncio.to_thread(runner.status, job_id)
         await asyncio.to_thread(self.watched.remove, job_id)
         adapter = Path(job.out_dir).name
@@ -176,13 +236,34 @@ class Training(commands.Cog):
             return
         steps = [e for e in events if e.kind == "step"]
         summary = format_progress(steps[-1]) if steps else "done"
+        await self._edit(message, content=f"Training `{job_id}` finished: {summary}. Evaluating `{adapter}` "
+                                          "against the base model…")
+        try:
+            gate = await self.evaluate(adapter, Path(job.out_dir))
+            verdict, passed = f"\nEvaluation: {gate.summary()}", gate.passed
+        except AssistantError as exc:
+            verdict, passed = f"\nEvaluation could not run: {exc}", True
         png = await asyncio.to_thread(loss_curve, events, Path(job.out_dir) / "loss.png", title=adapter)
-        kwargs: dict[str, Any] = {"content": f"Training `{job_id}` finished: {summary}.\nNew adapter: `{adapter}` "
-                                             f"(activate with the button or `adapter activate {adapter}`).",
-                                  "view": activate_view(adapter)}
+        hint = f"`adapter activate {adapter}`" if passed else f"`adapter activate {adapter} force`"
+        kwargs: dict[str, Any] = {"content": (f"Training `{job_id}` finished{about}: {summary}.{verdict}\n"
+                                              f"New adapter: `{adapter}` (activate with the button or {hint}; "
+                                              "`adapter rollback` undoes it).")[:2000],
+                                  "view": activate_view(adapter, passed=passed)}
         if png is not None:
             kwargs["file"] = nextcord.File(str(png), filename="loss.png")
         await self._edit(message, **kwargs)
+
+    async def evaluate(self, adapter: str, run_dir: Path) -> Any:
+        """The evaluation gate on the live engine: base and new adapter side by side in one batch."""
+        from finetune.gate import load_items, run_gate, save_report
+
+        config = self.services.config
+        items = await asyncio.to_thread(load_items, run_dir, config.storage.control_set)
+        await self.services.adapters.load(adapter)
+        report = await run_gate(self.services.backend, adapter, items, system_prompt=config.model.system_prompt,
+                                notes=self.services.memory.notes, min_control_kept=config.finetune.min_control_kept)
+        await asyncio.to_thread(save_report, run_dir, report)
+        return report
 
     async def _edit(self, message: Any, **kwargs: Any) -> None:
         channel = getattr(message, "channel", None)
@@ -192,11 +273,11 @@ class Training(commands.Cog):
         except nextcord.HTTPException as exc:
             logger.warning("Could not update the training message: %s", exc)
 
-    @commands.command(name="train", help="Train on an attached file or a dataset: train [NAME] [MAX_STEPS] (admins).")
-    async def train_prefix(self, ctx: commands.Context, dataset: str = "", steps: int | None = None) -> None:
-        if dataset.isdigit() and steps is None:
-            dataset, steps = "", int(dataset)
-        await self.train(Invocation.from_context(ctx), dataset, steps)
+    @commands.command(name="train", help="Train: train feedback | NAME | (attached file) [MAX_STEPS] [name=RUN] "
+                                         "(admins).")
+    async def train_prefix(self, ctx: commands.Context, *, args: str = "") -> None:
+        dataset, steps, run_name = train_arguments(args)
+        await self.train(Invocation.from_context(ctx), dataset, steps, run_name)
 
     @nextcord.slash_command(name="train", description="Fine-tune on a dataset or an attached file (admins).")
     async def train_slash(
@@ -207,8 +288,10 @@ class Training(commands.Cog):
                                                          default=None),
         max_steps: int = nextcord.SlashOption(description="stop after this many steps", required=False,
                                               default=None, min_value=1, max_value=100000),
+        name: str = nextcord.SlashOption(description="a name for the new adapter", required=False, default=""),
     ) -> None:
-        await self.train(await Invocation.from_interaction(interaction, [file] if file else []), dataset, max_steps)
+        await self.train(await Invocation.from_interaction(interaction, [file] if file else []), dataset, max_steps,
+                         name.strip() or None)
 
     @train_slash.on_autocomplete("dataset")
     async def train_names(self, interaction: nextcord.Interaction, dataset: str) -> None:
@@ -252,8 +335,7 @@ class Training(commands.Cog):
         if not jobs:
             await inv.send("No training jobs yet.")
             return
-        lines = [f"`{j.id}` {j.state} → adapter `{Path(j.out_dir).name}`" + (f" ({j.error[:200]})" if j.error else "")
-                 for j in jobs]
+        lines = [await asyncio.to_thread(job_line, j) for j in jobs]
         await inv.send_long("\n".join(lines))
 
     @commands.command(name="status", help="Training jobs and their state: status [JOB_ID].")
@@ -271,15 +353,18 @@ class Training(commands.Cog):
     async def on_interaction(self, interaction: nextcord.Interaction) -> None:
         data: dict[str, object] = dict(interaction.data or {})
         custom_id = str(data.get("custom_id", ""))
-        if interaction.type != nextcord.InteractionType.component or not custom_id.startswith(ACTIVATE_PREFIX):
+        if interaction.type != nextcord.InteractionType.component:
             return
-        adapter = custom_id[len(ACTIVATE_PREFIX):]
+        force = custom_id.startswith(FORCE_PREFIX)
+        if not force and not custom_id.startswith(ACTIVATE_PREFIX):
+            return
+        adapter = custom_id[len(FORCE_PREFIX if force else ACTIVATE_PREFIX):]
         inv = await Invocation.from_interaction(interaction)
         try:
             manager = self.bot.get_cog("Adapters")
             if manager is None:
                 raise AssistantError("Adapters cannot be switched in this bot.")
-            await manager.activate(inv, adapter)  # type: ignore[attr-defined]
+            await manager.activate(inv, adapter, force=force)  # type: ignore[attr-defined]
         except Exception as exc:  # noqa: BLE001 - one friendly reply
             from assistant.discord.replies import report
 

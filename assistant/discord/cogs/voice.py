@@ -152,7 +152,8 @@ class Voice(commands.Cog):
         services = self.services
         session = VoiceSession(vc, config=services.config, backend=services.backend, speech=services.speech,
                                store=services.store, latency=services.voice_latency, name_of=name_of,
-                               system_prompt=system_prompt, limiter=services.limits.voice)
+                               system_prompt=system_prompt, limiter=services.limits.voice,
+                               notes=services.memory.notes)
         session.start()
         self.sessions[guild.id] = session
         return session
