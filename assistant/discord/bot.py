@@ -114,9 +114,8 @@ class AssistantBot(commands.Bot):
             await self.guild_gate.leave_if_not_allowed(guild)
 
     async def close(self) -> None:
-        voice = self.get_cog("Voice")
-        if voice is not None:
-            await voice.disconnect_all()  # type: ignore[attr-defined]
+        if self.services.calls is not None:
+            await self.services.calls.disconnect_all()
         await super().close()
 
 

@@ -16,6 +16,7 @@ import aiohttp
 
 from assistant.adapters import AdapterManager
 from assistant.app import build_runtime
+from assistant.discord.abilities import AdapterSwitch, VoiceCalls, VoiceMessages
 from assistant.config import Config
 from assistant.discord.latency import LatencyLog
 from assistant.discord.limits import Limits
@@ -42,6 +43,10 @@ class BotServices:
     adapters: AdapterManager
     datasets: DatasetManager
     memory: TeachingMemory = field(init=False)  # approved corrections, recalled into prompts
+    # Abilities the cogs register on themselves when they are created (see assistant.discord.abilities).
+    calls: VoiceCalls | None = field(default=None, init=False)
+    voice_messages: VoiceMessages | None = field(default=None, init=False)
+    adapter_switch: AdapterSwitch | None = field(default=None, init=False)
     speech: SpeechService | None = None  # None when the speech models are not provisioned
     session: aiohttp.ClientSession | None = None
     latency: LatencyLog = field(default_factory=LatencyLog)

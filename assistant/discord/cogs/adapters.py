@@ -31,6 +31,7 @@ class Adapters(commands.Cog):
     def __init__(self, bot: commands.Bot, services: BotServices) -> None:
         self.bot = bot
         self.services = services
+        services.adapter_switch = self
 
     # -- adapter ----------------------------------------------------------------------------
     async def activate(self, inv: Invocation, name: str, *, force: bool = False) -> None:

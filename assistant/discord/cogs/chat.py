@@ -96,11 +96,11 @@ class Chat(commands.Cog):
         A voice message cannot carry a mention, so its words must say whom it is for; see
         `VoiceMessages.addressed_transcript` for what deciding costs."""
         audio = [a for a in message.attachments if is_audio(a.filename, a.content_type)]
-        voice = self.bot.get_cog("VoiceMessages")
+        voice = self.services.voice_messages
         if not audio or voice is None or self.services.speech is None or message.guild is None:
             return None
         try:
-            return await voice.addressed_transcript(audio[0], self._names(message))  # type: ignore[attr-defined]
+            return await voice.addressed_transcript(audio[0], self._names(message))
         except AssistantError as exc:  # not addressed to us (yet): no error reply into other people's talk
             logger.info("Did not listen to recording %s: %s", message.id, exc)
             return None
@@ -140,10 +140,10 @@ class Chat(commands.Cog):
         me = self.bot.user
         text = strip_mentions(message.content, me.id) if me else message.content
         audio = [a for a in message.attachments if is_audio(a.filename, a.content_type)]
-        voice = self.bot.get_cog("VoiceMessages")
-        if heard is not None or (audio and voice is not None):
-            if heard is None:
-                heard = await voice.transcribe_attachment(audio[0])  # type: ignore[union-attr]
+        voice = self.services.voice_messages
+        if heard is None and audio and voice is not None:
+            heard = await voice.transcribe_attachment(audio[0])
+        if heard is not None:
             timing.recognised = time.monotonic()
             timing.kind = "voice"
             text = f"{text}\n{heard}".strip() if text else heard
@@ -165,8 +165,8 @@ class Chat(commands.Cog):
                                              reply_tokens=config.model.max_new_tokens,
                                              notes=services.memory.notes(question))
         deltas = services.backend.stream(prompt, default_options(config.model))
-        voice = self.bot.get_cog("Voice")
-        speaker = voice.speaker_for(message) if voice is not None else None  # type: ignore[attr-defined]
+        calls = services.calls
+        speaker = calls.speaker_for(message) if calls is not None else None
         async def record(text: str, first: Any) -> None:
             await asyncio.to_thread(
                 services.store.record_turn, conversation_key(message.channel), prompt=question, reply=text,
@@ -179,9 +179,9 @@ class Chat(commands.Cog):
         if speaker is not None:
             timing.first_audio = await speaker.finish()
         services.latency.add(timing)
-        vm = self.bot.get_cog("VoiceMessages")
+        vm = services.voice_messages
         if timing.kind == "voice" and vm is not None and result.text:
-            await vm.reply_with_voice(message, result.text, timing)  # type: ignore[attr-defined]
+            await vm.reply_with_voice(message, result.text, timing)
 
 
 COGS = (Chat,)

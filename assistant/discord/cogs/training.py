@@ -361,10 +361,10 @@ class Training(commands.Cog):
         adapter = custom_id[len(FORCE_PREFIX if force else ACTIVATE_PREFIX):]
         inv = await Invocation.from_interaction(interaction)
         try:
-            manager = self.bot.get_cog("Adapters")
-            if manager is None:
+            switch = self.services.adapter_switch
+            if switch is None:
                 raise AssistantError("Adapters cannot be switched in this bot.")
-            await manager.activate(inv, adapter, force=force)  # type: ignore[attr-defined]
+            await switch.activate(inv, adapter, force=force)
         except Exception as exc:  # noqa: BLE001 - one friendly reply
             from assistant.discord.replies import report
 

@@ -100,6 +100,7 @@ class Voice(commands.Cog):
         self.bot = bot
         self.services = services
         self.sessions: dict[int, VoiceSession] = {}  # guild id → listening session
+        services.calls = self
 
     def speaker_for(self, message: nextcord.Message) -> Speaker | None:
         """A Speaker when the bot is in the author's voice channel and may speak there."""

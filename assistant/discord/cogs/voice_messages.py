@@ -49,6 +49,7 @@ class VoiceMessages(commands.Cog):
     def __init__(self, bot: commands.Bot, services: BotServices) -> None:
         self.bot = bot
         self.services = services
+        services.voice_messages = self
 
     def _limit(self) -> int:
         return min(self.services.config.security.max_attachment_bytes, self.services.config.speech.max_audio_bytes)
