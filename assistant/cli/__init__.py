@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -66,6 +67,9 @@ def dispatch(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int
     setup_logging(args.debug)
     try:
         config = resolve_config(args.config)
+        # Read once by the OpenMP runtime (llama.cpp's and torch's) when it first loads: set it
+        # before any command imports either. An explicit OMP_WAIT_POLICY in the environment wins.
+        os.environ.setdefault("OMP_WAIT_POLICY", config.model.thread_wait.upper())
         return int(args.handler(args, config) or 0)
     except AssistantError as exc:
         print(f"error: {exc}", file=sys.stderr)

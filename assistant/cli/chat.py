@@ -33,7 +33,7 @@ async def open_backend(config: Config, adapter: str | None = None, *, use_active
             raise AdapterError(f"The adapter folder {folder} does not exist.")
         await backend.load_adapter("active", str(folder))
         backend.set_active_adapter("active")
-    elif use_active and config.model.backend == "transformers":
+    elif use_active and config.model.backend != "openai":
         from finetune.adapters import active_adapter
 
         folder = active_adapter(config)
@@ -97,8 +97,8 @@ async def _ask(config: Config, args: argparse.Namespace) -> int:
     backend = await open_backend(config, args.adapter)
     try:
         conversation = new_conversation(config, backend)
-        options = default_options(config.model, **({"max_new_tokens": args.max_new_tokens}
-                                                   if args.max_new_tokens else {}))
+        options = default_options(config.model, spoken=bool(args.speak),
+                                  **({"max_new_tokens": args.max_new_tokens} if args.max_new_tokens else {}))
         answer = "".join([d async for d in conversation.reply(question.strip(), options)]).strip()
     finally:
         await backend.aclose()

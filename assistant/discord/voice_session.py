@@ -147,7 +147,7 @@ class VoiceSession:
         speculative or interrupted answer is never stored)."""
         parts: list[str] = []
         turn = SPOKEN_TURN.format(name=name, text=text)
-        async for delta in self.conversation.reply(turn, default_options(self.config.model)):
+        async for delta in self.conversation.reply(turn, default_options(self.config.model, spoken=True)):
             parts.append(delta)
             yield delta
         user_id = self._ids_by_name.get(name)
