@@ -34,7 +34,7 @@ def opt(default: Any, *, lo: float | None = None, hi: float | None = None,
 
 @dataclass(frozen=True)
 class ModelConfig:
-    backend: str = opt("transformers", choices=("transformers", "openai"))
+    backend: str = opt("auto", choices=("auto", "llama.cpp", "transformers", "openai"))
     name: str = "smollm2-135m-instruct"
     device: str = opt("auto", choices=("auto", "cpu", "cuda"))
     dtype: str = opt("auto", choices=("auto", "bfloat16", "float16", "float32"))
@@ -43,8 +43,12 @@ class ModelConfig:
     max_new_tokens: int = opt(256, lo=1, hi=32768)
     temperature: float = opt(0.0, lo=0.0, hi=5.0)
     top_p: float = opt(1.0, lo=0.0, hi=1.0)
+    repetition_guard: str = opt("spoken", choices=("off", "spoken", "always"))
+    repetition_penalty: float = opt(1.1, lo=1.0, hi=3.0)
+    no_repeat_ngram: int = opt(0, lo=0, hi=256)
     context_tokens: int = opt(2048, lo=64, hi=1_000_000)
     max_batch_size: int = opt(8, lo=1, hi=256)
+    thread_wait: str = opt("passive", choices=("passive", "active"))
     prefix_cache_mb: int = opt(256, lo=0, hi=1 << 20)
     max_queued_requests: int = opt(64, lo=0, hi=100000)
     adapter: str = ""

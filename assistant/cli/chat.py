@@ -62,8 +62,8 @@ async def _ask(config: Config, args: argparse.Namespace) -> int:
     backend = await open_backend(config, args.adapter)
     try:
         conversation = new_conversation(config, backend)
-        options = default_options(config.model, **({"max_new_tokens": args.max_new_tokens}
-                                                   if args.max_new_tokens else {}))
+        options = default_options(config.model, spoken=bool(args.speak),
+                                  **({"max_new_tokens": args.max_new_tokens} if args.max_new_tokens else {}))
         answer = "".join([d async for d in conversation.reply(question.strip(), options)]).strip()
     finally:
         await backend.aclose()

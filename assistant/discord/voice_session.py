@@ -175,7 +175,7 @@ class VoiceSession:
         members may share a display name."""
         parts: list[str] = []
         turn = SPOKEN_TURN.format(name=self._display_name(user_id), text=text)
-        async for delta in self.conversation.reply(turn, default_options(self.config.model)):
+        async for delta in self.conversation.reply(turn, default_options(self.config.model, spoken=True)):
             parts.append(delta)
             yield delta
         self.transcripts.append((user_id, text))

