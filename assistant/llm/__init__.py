@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from assistant.config import ModelConfig
 from assistant.llm.base import ChatBackend, GenerationOptions, Message
@@ -58,11 +58,7 @@ def _cuda_present() -> bool:
 def create_backend(model: ModelConfig, models_dir: Path, *, api_key: str = "") -> ChatBackend:
     """Build the configured backend. Loading a local model takes seconds: call it once at start-up."""
     if model.backend == "openai":
-        from assistant.llm.openai_backend import OpenAIBackend
-
-        return OpenAIBackend(model.openai_base_url, model.openai_model, api_key=api_key,
-                             timeout_s=model.request_timeout_s, server=model.openai_server,
-                             adapter_dir=model.openai_adapter_dir)
+        return _openai(model, models_dir, api_key)
     engine, reason = choose_engine(model, models_dir)
     logger.info("Chat engine: %s (%s)", engine, reason)
     if engine == "llama.cpp":
@@ -75,6 +71,37 @@ def create_backend(model: ModelConfig, models_dir: Path, *, api_key: str = "") -
 
     return TransformersEngine(load, max_batch_size=model.max_batch_size, prefix_cache_mb=model.prefix_cache_mb,
                              max_queued=model.max_queued_requests)  # loads on its own worker thread
+
+
+def _openai(model: ModelConfig, models_dir: Path, api_key: str) -> ChatBackend:
+    """An OpenAI-compatible server; for llama-server also the adapter converter and, with
+    `manage_server`, the llama-server process we run ourselves on the model's GGUF."""
+    from assistant.llm.openai_backend import OpenAIBackend
+
+    convert: Callable[[Path], Path] | None = None
+    managed = None
+    if model.openai_server == "llama-server":
+        from assistant.errors import ModelNotAvailableError
+        from assistant.llm.catalog import gguf_path
+        from assistant.llm.llama_server import ManagedLlamaServer, find_llama_server, gguf_architecture
+        from assistant.llm.lora_gguf import ensure_gguf_adapter
+
+        gguf = gguf_path(model.name, models_dir)
+        if gguf is not None:
+            architecture = gguf_architecture(gguf)
+
+            def convert(folder: Path) -> Path:
+                return ensure_gguf_adapter(folder, architecture)
+        if model.manage_server:
+            if gguf is None:
+                raise ModelNotAvailableError(f"model.manage_server needs {model.name!r} as a GGUF file here; run "
+                                             "`assistant models fetch` or set model.name to a .gguf file.")
+            managed = ManagedLlamaServer(find_llama_server(model.llama_server_binary), gguf,
+                                         port=model.llama_server_port, context=model.context_tokens,
+                                         parallel=model.max_batch_size, threads=model.threads)
+    return OpenAIBackend(model.openai_base_url, model.openai_model, api_key=api_key,
+                         timeout_s=model.request_timeout_s, server=model.openai_server,
+                         adapter_dir=model.openai_adapter_dir, convert=convert, managed=managed)
 
 
 def _llama_cpp(model: ModelConfig, models_dir: Path) -> ChatBackend:

@@ -30,6 +30,17 @@ Request = Callable[[str, str, dict[str, Any] | None], Awaitable[tuple[int, Any]]
 START_TIMEOUT_S = 120.0
 
 
+def gguf_architecture(path: Path) -> str:
+    """`general.architecture` of a GGUF file (what its LoRA adapters must be converted for)."""
+    from gguf import GGUFReader
+
+    try:
+        field = GGUFReader(str(path)).fields["general.architecture"]
+        return bytes(field.parts[field.data[0]]).decode("utf-8")
+    except (OSError, KeyError, ValueError, IndexError) as exc:
+        raise BackendError(f"Cannot read the architecture of {path} ({exc}); is it a GGUF model?") from None
+
+
 def find_llama_server(configured: str) -> Path:
     """The llama-server binary: the configured path, else the one scripts/build_llama_server.sh cached."""
     if configured:
@@ -132,7 +143,7 @@ class ManagedLlamaServer:
 class LlamaServerAdapters:
     """Adapter names ↔ llama-server's adapter ids, and the `lora` field of each request."""
 
-    def __init__(self, request: Request, *, base_url: str, convert: Callable[[Path], Path],
+    def __init__(self, request: Request, *, base_url: str, convert: Callable[[Path], Path] | None,
                  managed: ManagedLlamaServer | None = None) -> None:
         self._request, self.base_url, self._convert, self.managed = request, base_url, convert, managed
         self._files: dict[str, Path] = {}  # name -> its GGUF (what we asked the server to load)
@@ -168,6 +179,9 @@ class LlamaServerAdapters:
         if served and trained and served not in trained:
             raise AdapterError(f"The adapter {name!r} was trained on {', '.join(sorted(trained))}, but the "
                                f"llama-server at {self.base_url} serves {served}; train it for that model.")
+        if self._convert is None:
+            raise AdapterError("Adapters for llama-server are converted to GGUF here, which needs the model's GGUF "
+                               "file (to know its architecture): set model.name to it or run `assistant models fetch`.")
         gguf = await asyncio.to_thread(self._convert, folder)
         self._files[name] = gguf
         if self.managed is not None and gguf not in self.managed.adapters:

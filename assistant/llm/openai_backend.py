@@ -46,7 +46,7 @@ class OpenAIBackend(ChatBackend):
         if server == "vllm":
             self._served = ServedAdapters(self._request, base_url=self.base_url, base_model=model,
                                           adapter_dir=adapter_dir)
-        elif server == "llama-server" and convert is not None:
+        elif server == "llama-server":
             self._served = LlamaServerAdapters(self._root_request, base_url=self.base_url, convert=convert,
                                                managed=managed)
         self.supports_adapters = self._served is not None
