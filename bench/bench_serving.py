@@ -23,7 +23,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import machine, write_results  # noqa: E402
+from bench.common import write_results  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PROMPTS = ["Write a short story about a robot who learns to paint.", "Explain how a rainbow forms.",
@@ -98,13 +98,13 @@ async def main(args: argparse.Namespace) -> None:
     try:
         server = await measure(served, count, args.tokens)
         with tempfile.TemporaryDirectory() as tmp:
-            folder = make_adapter(source, Path(tmp))
+            make_adapter(source, Path(tmp))
             started = time.perf_counter()
             await AdapterManager(Path(tmp), served, source).activate("bench-adapter")
             switch = time.perf_counter() - started
     finally:
         await served.aclose()
-    lines = [f"Machine: {machine()}. Model: {args.name} (its GGUF), {args.tokens} new tokens a request, greedy.",
+    lines = [f"Model: {args.name} (its GGUF), {args.tokens} new tokens a request, greedy.",
              "", "| engine | batch-1 decode tok/s | 8 concurrent, aggregate tok/s |", "|---|---|---|",
              f"| ours, in process (llama.cpp) | {in_process['decode']:.1f} | {in_process['aggregate']:.1f} |",
              f"| llama-server (managed, HTTP) | {server['decode']:.1f} | {server['aggregate']:.1f} |",
