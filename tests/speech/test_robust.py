@@ -154,3 +154,18 @@ async def test_voice_messages_and_live_voice_share_one_recogniser_and_its_option
     assert message.text == live.text
     assert recording.calls == [service.options, service.options]
     assert service.options == RecognitionOptions.from_config(speech_config.speech)
+
+
+def test_a_russian_reply_needs_a_russian_voice(service: SpeechService) -> None:
+    from assistant.errors import VoiceNotAvailableError
+    from assistant.speech.synth import has_voice_for, language_of_text
+
+    assert language_of_text("Сегодня в Москве солнечно.") == "ru"
+    assert language_of_text("It is sunny in Moscow (Москва) today.") is None
+    voices = ["en_US-joe-medium", "ru_RU-irina-medium"]
+    assert has_voice_for("ru", default="en_US-joe-medium", by_language={}, available=voices)
+    assert not has_voice_for("ru", default="en_US-joe-medium", by_language={}, available=voices[:1])
+    assert has_voice_for(None, default="en_US-joe-medium", by_language={}, available=voices[:1])
+    if not any(v.startswith("ru") for v in service.voices.available()):
+        with pytest.raises(VoiceNotAvailableError, match="No Russian voice is installed"):
+            service.synthesize_sync("Сегодня в Москве солнечно.")
