@@ -36,7 +36,7 @@ class RecognitionOptions:
     """Everything that decides how a clip is decoded (defaults and meaning: `[speech]` in config.toml)."""
 
     language: str = "en"
-    beam_size: int = 5
+    beam_size: int = 1
     best_of: int = 5
     temperature_increment: float = 0.2
     entropy_threshold: float = 2.4

@@ -34,7 +34,7 @@ def test_repeats_from_a_tight_window_are_removed() -> None:
 
 
 def test_every_call_sets_every_parameter_we_rely_on() -> None:
-    params = whisper_params(RecognitionOptions(), language="en", threads=2, audio_ctx=200)
+    params = whisper_params(RecognitionOptions(beam_size=5), language="en", threads=2, audio_ctx=200)
     for key in ("language", "audio_ctx", "n_threads", "temperature", "no_context", "single_segment",
                 "initial_prompt", "translate", "no_timestamps", "offset_ms", "duration_ms", "strategy",
                 "beam_search", "greedy", "temperature_inc", "entropy_thold", "logprob_thold", "no_speech_thold",
