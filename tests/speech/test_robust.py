@@ -169,3 +169,19 @@ def test_a_russian_reply_needs_a_russian_voice(service: SpeechService) -> None:
     if not any(v.startswith("ru") for v in service.voices.available()):
         with pytest.raises(VoiceNotAvailableError, match="No Russian voice is installed"):
             service.synthesize_sync("Сегодня в Москве солнечно.")
+
+
+def test_models_list_says_which_model_serves_which_language(speech_config: Config) -> None:
+    import dataclasses
+
+    from assistant.speech.quality import MEASURED_WER, describe
+
+    english = describe(speech_config.speech, "tiny.en")
+    assert "English only" in english and "in use for speech.language = 'en'" in english
+    russian = dataclasses.replace(speech_config.speech, language="ru")
+    assert "in use for speech.language = 'ru'" in describe(russian, "base")
+    assert "in use" not in describe(russian, "tiny.en")
+    pinned = dataclasses.replace(speech_config.speech, whisper_model="base")
+    assert "serves every language" in describe(pinned, "base") and "serves" not in describe(pinned, "tiny.en")
+    for name in MEASURED_WER:
+        assert "WER" in describe(speech_config.speech, name)
