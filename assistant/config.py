@@ -88,6 +88,16 @@ class SpeechConfig:
     max_audio_seconds: float = opt(120.0, lo=1.0, hi=3600.0)
     max_audio_bytes: int = opt(25 * 1024 * 1024, lo=1024, hi=1 << 31)
     first_clause_words: int = opt(2, lo=0, hi=100)
+    beam_size: int = opt(1, lo=1, hi=16)
+    best_of: int = opt(5, lo=1, hi=16)
+    temperature_increment: float = opt(0.2, lo=0.0, hi=1.0)
+    entropy_threshold: float = opt(2.4, lo=0.0, hi=10.0)
+    logprob_threshold: float = opt(-1.0, lo=-20.0, hi=0.0)
+    no_speech_threshold: float = opt(0.6, lo=0.0, hi=1.0)
+    compression_ratio_threshold: float = opt(2.4, lo=1.0, hi=10.0)
+    audio_ctx_margin: int = opt(64, lo=-1, hi=1500)
+    vad: str = opt("silero", choices=("silero", "webrtc", "off"))
+    min_speech_ms: int = opt(200, lo=0, hi=10_000)
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,10 @@ class NoSpeechError(AudioError):
     """The audio decoded fine but nobody said anything in it."""
 
 
+class VoiceNotAvailableError(ModelNotAvailableError):
+    """No installed Piper voice speaks the reply's language: the reply stays text only."""
+
+
 class StoreError(AssistantError):
     """The SQLite store could not be opened or migrated."""
 

@@ -6,16 +6,18 @@ cd "$(dirname "$0")/.."
 
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
 
-# 1. System libraries: libopus for Discord voice (nextcord loads it by name).
+# 1. System packages: libopus for Discord voice (nextcord loads it by name); espeak-ng for the
+#    speech evaluation set and its tests (voices other than Piper, generated at run time).
 need_apt=()
 ldconfig -p 2>/dev/null | grep -q 'libopus\.so\.0' || need_apt+=(libopus0)
+command -v espeak-ng >/dev/null || need_apt+=(espeak-ng)
 if ((${#need_apt[@]})); then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         log "installing ${need_apt[*]} with apt-get"
         apt-get update -qq >/dev/null
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
     else
-        log "WARNING: please install ${need_apt[*]} (e.g. sudo apt-get install ${need_apt[*]}); voice needs it"
+        log "WARNING: please install ${need_apt[*]} (e.g. sudo apt-get install ${need_apt[*]}); voice and its tests need them"
     fi
 fi
 

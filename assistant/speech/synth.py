@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from assistant.errors import AudioError, ModelNotAvailableError
+from assistant.errors import AudioError, ModelNotAvailableError, VoiceNotAvailableError
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +62,31 @@ def voice_for_language(language: str | None, *, default: str, by_language: Mappi
         if name.lower().startswith((base + "_", base + "-")):
             return name
     return default
+
+
+LANGUAGE_NAMES = {"ru": "Russian", "uk": "Ukrainian", "de": "German", "fr": "French", "es": "Spanish",
+                  "it": "Italian", "pt": "Portuguese", "pl": "Polish", "en": "English"}
+
+
+def language_of_text(text: str) -> str | None:
+    """The reply's language where its script tells (Cyrillic: Russian); None means "the default voice's".
+
+    Why from the text: the language model answers in the language it was asked in, and a reply
+    is what gets spoken, whatever the recogniser detected for the question.
+    """
+    letters = [ch for ch in text if ch.isalpha()]
+    cyrillic = sum("\u0400" <= ch <= "\u04ff" for ch in letters)
+    return "ru" if letters and cyrillic / len(letters) > 0.5 else None
+
+
+def has_voice_for(language: str | None, *, default: str, by_language: Mapping[str, str],
+                  available: list[str]) -> bool:
+    """Whether some voice really speaks `language` (the default voice only counts for its own language)."""
+    if not language:
+        return True
+    chosen = voice_for_language(language, default=default, by_language=by_language, available=available)
+    base = language.lower().replace("-", "_").split("_")[0]
+    return chosen != default or default.lower().startswith((base + "_", base + "-")) or base in by_language
 
 
 class VoiceLibrary:
@@ -121,6 +146,12 @@ class VoiceLibrary:
         """
         if not text or not text.strip():
             raise AudioError("There is no text to speak; give some words.")
+        language = language or language_of_text(text)
+        if not voice and not has_voice_for(language, default=self.default, by_language=self.by_language,
+                                           available=self.available()):
+            lang = LANGUAGE_NAMES.get(str(language), str(language))
+            raise VoiceNotAvailableError(f"No {lang} voice is installed, so this answer is text only "
+                                         f"(docs/speech.md says how to add one).")
         name = self.choose(voice=voice, language=language)
         piper_voice = self.load(name)
         from piper import SynthesisConfig

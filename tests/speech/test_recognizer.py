@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from assistant.errors import NoSpeechError
+from assistant.speech.decoding import RecognitionOptions
 from assistant.speech.recognizer import (AUDIO_CTX_MIN, WhisperCppRecognizer, audio_ctx_for, clean_segments,
                                          max_tokens_for, remove_repeats, whisper_params)
 from assistant.speech.service import SpeechService
@@ -19,6 +20,7 @@ def test_audio_ctx_covers_the_clip_with_margin() -> None:
     assert audio_ctx_for(0.3) == AUDIO_CTX_MIN
     assert audio_ctx_for(10.0, margin=0) == 500
     assert audio_ctx_for(29.0) == 0  # the full window: nothing to save
+    assert audio_ctx_for(3.0, margin=-1) == 0  # speech.audio_ctx_margin = -1: always the full window
     for seconds in (0.5, 2.4, 7.7, 17.3):
         assert audio_ctx_for(seconds) >= seconds * 50
 
@@ -32,10 +34,17 @@ def test_repeats_from_a_tight_window_are_removed() -> None:
 
 
 def test_every_call_sets_every_parameter_we_rely_on() -> None:
-    params = whisper_params(language="en", threads=2, audio_ctx=200)
+    params = whisper_params(RecognitionOptions(beam_size=5), language="en", threads=2, audio_ctx=200)
     for key in ("language", "audio_ctx", "n_threads", "temperature", "no_context", "single_segment",
-                "initial_prompt", "translate", "no_timestamps", "offset_ms", "duration_ms"):
+                "initial_prompt", "translate", "no_timestamps", "offset_ms", "duration_ms", "strategy",
+                "beam_search", "greedy", "temperature_inc", "entropy_thold", "logprob_thold", "no_speech_thold",
+                "suppress_regex", "max_tokens", "carry_initial_prompt", "vad"):
         assert key in params
+    assert params["beam_search"]["beam_size"] == 5
+    greedy = whisper_params(RecognitionOptions(beam_size=1, temperature_increment=0.0), language="ru",
+                            threads=2, audio_ctx=0)
+    assert greedy["beam_search"]["beam_size"] == -1 and greedy["temperature_inc"] == 0.0
+    assert greedy["language"] == "ru" and not greedy["translate"] and not greedy["single_segment"]
 
 
 def test_clean_segments_drops_markers_and_speech_after_the_end() -> None:

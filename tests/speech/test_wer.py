@@ -1,9 +1,24 @@
 from assistant.speech.wer import normalize, wer, word_errors
 
 
-def test_normalize_ignores_case_punctuation_and_apostrophes() -> None:
-    assert normalize("It's FINE, isn't it?") == ["its", "fine", "isnt", "it"]
+def test_normalize_ignores_case_punctuation_and_contractions() -> None:
+    assert normalize("It's FINE, isn't it?") == ["it", "is", "fine", "is", "not", "it"]
+    assert normalize("What's up? I can't, she's busy.") == normalize("what is up i cannot she is busy")
     assert normalize("well-known") == ["well", "known"]
+    assert normalize("John's dog") == ["johns", "dog"]
+
+
+def test_numbers_count_the_same_as_digits_or_words() -> None:
+    """whisper writes "5.30" for "five thirty" and "$100" for "one hundred dollars": not errors."""
+    same = [("Remind me at 5.30.", "remind me at five thirty"), ("What is 12 times 8?", "what is twelve times eight"),
+            ("Convert $100 to euros.", "convert one hundred dollars to euros"),
+            ("one hundred and five", "105"), ("a hundred", "100"), ("7:05 a.m.", "seven oh five am"),
+            ("the 3rd, 21st", "the third twenty first"), ("1,500 people", "one thousand five hundred people"),
+            ("2.5%", "two point five per cent"), ("OK, summarize", "okay summarise")]
+    for written, spoken in same:
+        assert normalize(written) == normalize(spoken), written
+    assert normalize("15") != normalize("50")
+    assert word_errors("at five thirty", "at 5.13") == (1, 3)
 
 
 def test_word_errors_counts_substitutions_insertions_deletions() -> None:

@@ -21,7 +21,7 @@ from nextcord.ext import commands
 from assistant.discord import attachments
 from assistant.discord.latency import TurnTiming
 from assistant.discord.services import BotServices
-from assistant.errors import AssistantError, NoSpeechError
+from assistant.errors import AssistantError, NoSpeechError, VoiceNotAvailableError
 from assistant.voice.turns import addressed_at_start
 
 logger = logging.getLogger(__name__)
@@ -110,6 +110,9 @@ class VoiceMessages(commands.Cog):
                 timing.first_audio = time.monotonic()
             vm = await asyncio.to_thread(voice_message, audio.samples, audio.rate)
             await self.send_voice_message(message.channel, vm.data, vm.duration_s, vm.waveform, reply_to=message.id)
+        except VoiceNotAvailableError as exc:  # e.g. a Russian answer and no Russian voice: say so in one line
+            async with self.services.throttle.pace(message.channel.id):
+                await message.channel.send(f"-# {exc}")
         except Exception as exc:  # noqa: BLE001 - the text answer is already there
             logger.warning("Could not send a voice reply: %s", exc, exc_info=not isinstance(exc, AssistantError))
 
