@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, default=None,
                         help="config file (default: ./config.toml if present, else built-in defaults)")
     parser.add_argument("--debug", action="store_true", help="log debug messages")
+    parser.add_argument("--debug-discord", action="store_true",
+                        help="with --debug, also nextcord's debug lines (they contain voice session secrets)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
@@ -39,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
 def dispatch(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     """Parse the flags, then let `assistant.app.run_edge` build the config and turn errors into exit codes."""
     args = parser.parse_args(argv)
-    return run_edge(lambda config: args.handler(args, config), config_path=args.config, debug=args.debug)
+    return run_edge(lambda config: args.handler(args, config), config_path=args.config, debug=args.debug,
+                    debug_discord=args.debug_discord)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -216,3 +216,15 @@ async def test_the_bot_leaves_servers_it_was_not_allowed_in_and_ignores_their_dm
             await server.wait_for_bot_message(server.general, lambda m: m.id > here.id, timeout=30)
             assert not [m for m in server.bot_messages(server.dm_channel(outsider)) if m.id > dm.id]
             assert bot.guild_gate.known_member(outsider.id) is False
+
+
+# -- Low ---------------------------------------------------------------------------------------
+async def test_getfile_autocomplete_lists_exports_to_admins_only(env: Env):
+    server = env.server
+    exports = env.config.storage.exports_dir
+    exports.mkdir(parents=True, exist_ok=True)
+    (exports / "private-report.txt").write_text("for admins", encoding="utf-8")
+    asked = server.invoke_autocomplete("getfile", {"name": "priv"}, "name", user=server.bob)
+    assert await server.wait_for_choices(asked) == []
+    asked = server.invoke_autocomplete("getfile", {"name": "priv"}, "name", user=server.alice)
+    assert [c["value"] for c in await server.wait_for_choices(asked)] == ["private-report.txt"]

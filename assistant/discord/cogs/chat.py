@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from typing import Any
@@ -73,7 +74,7 @@ class Chat(commands.Cog):
             async with self.services.limits.generating():
                 await self.answer(message)
         except Exception as exc:  # noqa: BLE001 - one friendly reply, traceback logged
-            await replies.report(message.channel.send, exc)
+            await replies.report(functools.partial(message.reply, mention_author=False), exc)
 
     async def _said(self, message: nextcord.Message) -> list[Said]:
         """Earlier messages: the reply chain if there is one, else recent channel/thread history."""

@@ -63,7 +63,7 @@ class VoiceMessages(commands.Cog):
         text = str(transcript.text).strip()
         if not text:
             raise NoSpeechError("I couldn't hear any words in that recording; please try again.")
-        logger.info("Heard: %s", text)
+        logger.debug("Heard: %s", text)  # what people say is private: not in the INFO log
         return text
 
     async def reply_with_voice(self, message: nextcord.Message, text: str, timing: TurnTiming) -> None:
