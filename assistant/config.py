@@ -51,8 +51,11 @@ class ModelConfig:
     openai_base_url: str = "http://127.0.0.1:8080/v1"
     openai_model: str = "default"
     openai_api_key_env: str = "OPENAI_API_KEY"
-    openai_server: str = opt("generic", choices=("generic", "vllm"))
+    openai_server: str = opt("generic", choices=("generic", "vllm", "llama-server"))
     openai_adapter_dir: str = ""
+    manage_server: bool = False
+    llama_server_binary: str = ""
+    llama_server_port: int = opt(8091, lo=1024, hi=65535)
     request_timeout_s: float = opt(120.0, lo=1.0, hi=3600.0)
 
 
@@ -91,6 +94,9 @@ class VoiceConfig:
     follow_up_s: float = opt(30.0, lo=0.0, hi=3600.0)
     silence_ms: int = opt(600, lo=100, hi=5000)
     speculate_after_ms: int = opt(150, lo=0, hi=5000)
+    end_of_turn: str = opt("model", choices=("model", "silence"))
+    turn_check_ms: int = opt(200, lo=20, hi=5000)
+    max_pause_ms: int = opt(1600, lo=200, hi=10000)
     vad: str = opt("webrtc", choices=("webrtc", "silero"))
     vad_aggressiveness: int = opt(2, lo=0, hi=3)
     end_of_speech_db: float = opt(40.0, lo=0.0, hi=90.0)

@@ -15,7 +15,6 @@ imitated; a negative row whose prompt also has a positive row becomes a preferen
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,7 +49,6 @@ def decode_text(raw: bytes, source: str) -> str:
                            f"{exc.start}); save the file as UTF-8.") from None
 
 
-_BLANK = re.compile(r"[ \t\n\r]*")
 
 
 def parse_records(text: str, source: str, *, max_items: int | None = None) -> list[tuple[int, Any]]:
@@ -64,7 +62,7 @@ def parse_records(text: str, source: str, *, max_items: int | None = None) -> li
     stripped = text.lstrip()
     if stripped.startswith("["):
         return _array_items(text, source, max_items)
-    records = []
+    records: list[tuple[int, Any]] = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -79,6 +77,13 @@ def parse_records(text: str, source: str, *, max_items: int | None = None) -> li
                     pass
             raise DatasetError(f"{source} line {number} column {exc.colno}: invalid JSON ({exc.msg}).") from None
     return records
+
+
+def _skip_blank(text: str, pos: int) -> int:
+    """The offset of the next non-blank character at or after `pos`."""
+    while pos < len(text) and text[pos] in " \t\r\n":
+        pos += 1
+    return pos
 
 
 def _check_count(count: int, max_items: int | None, source: str) -> None:
@@ -96,7 +101,7 @@ def _array_items(text: str, source: str, max_items: int | None) -> list[tuple[in
     """The elements of a top-level JSON array with the line each starts on, decoded one by one."""
     decoder = json.JSONDecoder()
     items: list[tuple[int, Any]] = []
-    pos = _BLANK.match(text, text.index("[") + 1).end()
+    pos = _skip_blank(text, text.index("[") + 1)
     line, counted = 1, 0  # `line` is the line number at offset `counted`
     if text.startswith("]", pos):
         pos += 1
@@ -110,15 +115,15 @@ def _array_items(text: str, source: str, max_items: int | None) -> list[tuple[in
                 raise DatasetError(f"{source} line {exc.lineno} column {exc.colno}: invalid JSON "
                                    f"({exc.msg}).") from None
             items.append((line, value))
-            pos = _BLANK.match(text, pos).end()
+            pos = _skip_blank(text, pos)
             if text.startswith(",", pos):
-                pos = _BLANK.match(text, pos + 1).end()
+                pos = _skip_blank(text, pos + 1)
             elif text.startswith("]", pos):
                 pos += 1
                 break
             else:
                 raise _invalid(text, pos, source, "Expecting ',' delimiter")
-    pos = _BLANK.match(text, pos).end()
+    pos = _skip_blank(text, pos)
     if pos != len(text):
         raise _invalid(text, pos, source, "Extra data")
     return items

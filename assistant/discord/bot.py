@@ -46,7 +46,7 @@ class AssistantBot(commands.Bot):
         self._gate_tasks: set[asyncio.Task[None]] = set()
         install_checks(self, services.limits)
 
-    def dispatch(self, event_name: str, *args: Any, **kwargs: Any) -> None:
+    def dispatch(self, event_name: str, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]  # nextcord's Client and BotBase name this parameter differently
         """Drop what users do in servers the operator did not choose, and DMs from non-members
         (see assistant.discord.guilds); every other event goes through unchanged."""
         origin = event_origin(event_name, args) if self.guild_gate.allowed else None

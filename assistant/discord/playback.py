@@ -106,7 +106,7 @@ async def speak_deltas(vc: Any, speech: Any, deltas: AsyncIterator[str], source:
                 await before_play()
             if not vc.is_connected():
                 return False
-            if vc.is_playing():
+            if vc.is_playing() or vc.is_paused():
                 vc.stop()
             vc.play(source, after=_log_playback_error)
             started = True
@@ -114,8 +114,9 @@ async def speak_deltas(vc: Any, speech: Any, deltas: AsyncIterator[str], source:
 
 
 async def until_played(vc: Any, source: FrameQueueSource) -> None:
-    """Wait until the player has read `source` to its end (it must be closed) or was stopped."""
-    while vc.is_connected() and vc.is_playing() and getattr(vc, "source", None) is source:
+    """Wait until the player has read `source` to its end (it must be closed) or was stopped
+    (a paused player is still playing it: a barge-in may resume it)."""
+    while vc.is_connected() and (vc.is_playing() or vc.is_paused()) and getattr(vc, "source", None) is source:
         await asyncio.sleep(FRAME_S)
 
 

@@ -37,6 +37,7 @@ from assistant.voice.dialog import VoiceDialog
 from assistant.voice.latency import VoiceLatencyLog
 from assistant.voice.receiver import SpeechEvent
 from assistant.voice.silero import silero_model_path
+from assistant.voice.smart_turn import SmartTurn, smart_turn_path
 from assistant.voice.turns import AnswerPolicy, Event
 
 logger = logging.getLogger(__name__)
@@ -83,10 +84,14 @@ class VoiceSession:
                                          reply_tokens=config.model.max_new_tokens)
         self._display_name = name_of or (lambda user_id: f"user {user_id}")
         voice = config.voice
+        turn_model = SmartTurn(smart_turn_path(config.storage.models_dir)) if voice.end_of_turn == "model" else None
         self.dialog = VoiceDialog(
             recognize=self._recognize, answer=self._answer, speak=self._speak, stop_playback=self._stop_playback,
             policy=AnswerPolicy(voice.answer_mode, voice.wake_words, voice.follow_up_s),
-            barge_in=voice.barge_in, latency=latency)
+            barge_in=voice.barge_in, latency=latency,
+            judge_turn=turn_model.probability_async if turn_model else None,
+            end_turn=self._end_turn, turn_threshold=turn_model.threshold if turn_model else 0.5,
+            pause_playback=self._pause_playback, resume_playback=self._resume_playback)
         self.listener = VoiceListener(vc, self._on_event, voice,
                                       vad_model=silero_model_path(config.storage.models_dir))
         self.debug_dir = debug_audio_dir(config) if voice.debug_record_audio else None
@@ -104,6 +109,10 @@ class VoiceSession:
     def start(self) -> None:
         self.listener.start()
         self.active = True
+
+    def address(self, user_id: int) -> None:
+        """`user_id` addressed the bot outside the call (typed `join`): open their follow-up window now."""
+        self.dialog.policy.address(user_id, self.dialog.clock())
 
     def stop(self) -> None:
         """Stop hearing at once (buffered audio dropped), cut playback, cancel pending turns."""
@@ -161,6 +170,10 @@ class VoiceSession:
         return path
 
     # -- the dialog's capabilities ---------------------------------------------------------
+    def _end_turn(self, user_id: int, speech_end: float) -> None:
+        if self.active:
+            self.listener.receiver.end_now(user_id, speech_end, time.monotonic())
+
     async def _recognize(self, audio: np.ndarray) -> str:
         """Recognise one utterance. The recogniser serves one at a time, so a call where people talk
         faster than it keeps up would pile utterances up without end: beyond RECOGNITION_BACKLOG
@@ -223,5 +236,16 @@ class VoiceSession:
         source = self._source
         if source is not None:
             source.close()
-        if source is not None and getattr(self.vc, "source", None) is source and self.vc.is_playing():
+        if source is not None and getattr(self.vc, "source", None) is source and (
+                self.vc.is_playing() or self.vc.is_paused()):
             self.vc.stop()
+
+    def _pause_playback(self) -> None:
+        """Silent at once (no packet is sent while paused) but resumable: a barge-in that proves
+        to be "mhm" or a cough lets the answer go on where it stopped."""
+        if self._source is not None and getattr(self.vc, "source", None) is self._source and self.vc.is_playing():
+            self.vc.pause()
+
+    def _resume_playback(self) -> None:
+        if self._source is not None and getattr(self.vc, "source", None) is self._source and self.vc.is_paused():
+            self.vc.resume()

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, AsyncIterator
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable
 
 import aiohttp
 
 from assistant.errors import AdapterError, BackendError
 from assistant.llm.base import ACTIVE_ADAPTER, ChatBackend, GenerationOptions, Message
+from assistant.llm.llama_server import LlamaServerAdapters, ManagedLlamaServer
 from assistant.llm.served_adapters import ServedAdapters
 
 logger = logging.getLogger(__name__)
@@ -30,15 +32,22 @@ logger = logging.getLogger(__name__)
 
 class OpenAIBackend(ChatBackend):
     def __init__(self, base_url: str, model: str, *, api_key: str = "", timeout_s: float = 120.0,
-                 server: str = "generic", adapter_dir: str = "") -> None:
-        self.base_url = base_url.rstrip("/")
+                 server: str = "generic", adapter_dir: str = "", convert: Callable[[Path], Path] | None = None,
+                 managed: ManagedLlamaServer | None = None) -> None:
+        self.managed = managed
+        self.base_url = f"{managed.base_url}/v1" if managed is not None else base_url.rstrip("/")
         self.model = model
         self.api_key = api_key
         self.server = server
         self.timeout = aiohttp.ClientTimeout(total=timeout_s, sock_read=timeout_s)
         self._session: aiohttp.ClientSession | None = None
-        self._served = ServedAdapters(self._request, base_url=self.base_url, base_model=model,
-                                      adapter_dir=adapter_dir) if server == "vllm" else None
+        self._served: ServedAdapters | LlamaServerAdapters | None = None
+        if server == "vllm":
+            self._served = ServedAdapters(self._request, base_url=self.base_url, base_model=model,
+                                          adapter_dir=adapter_dir)
+        elif server == "llama-server" and convert is not None:
+            self._served = LlamaServerAdapters(self._root_request, base_url=self.base_url, convert=convert,
+                                               managed=managed)
         self.supports_adapters = self._served is not None
 
     @property
@@ -61,18 +70,30 @@ class OpenAIBackend(ChatBackend):
             return
         self._served.activate(name)
 
-    def _model_for(self, options: GenerationOptions) -> str:
-        """The `model` field of a request: the adapter's name on vLLM, else the base model."""
+    def _adapter_fields(self, options: GenerationOptions) -> dict[str, Any]:
+        """What selects the request's adapter: its name in `model` (vLLM), or every id's scale (llama-server)."""
         if self._served is None:
-            return self.model
+            return {}
         wanted = self._served.active if options.adapter is ACTIVE_ADAPTER else options.adapter
-        return self._served.model_for(wanted if isinstance(wanted, str) else None)
+        return self._served.request_fields(wanted if isinstance(wanted, str) else None)
 
-    async def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+    async def _ensure_started(self) -> None:
+        """A managed llama-server starts with the first request (or adapter), not at import or config time."""
+        if self.managed is not None and not self.managed.running:
+            await self.managed.start(self.managed.adapters)
+
+    async def _root_request(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+        """llama-server's own endpoints live beside /v1, not under it."""
+        await self._ensure_started()
+        root = self.base_url.removesuffix("/v1")
+        return await self._request(method, path, body, base=root)
+
+    async def _request(self, method: str, path: str, body: dict[str, Any] | None = None, *,
+                       base: str | None = None) -> tuple[int, Any]:
         """One JSON call to the server (for adapter management); the status and the decoded body."""
         session = await self._client()
         try:
-            async with session.request(method, f"{self.base_url}{path}", json=body) as response:
+            async with session.request(method, f"{base or self.base_url}{path}", json=body) as response:
                 text = await response.text()
                 try:
                     return response.status, json.loads(text) if text.strip() else None
@@ -93,8 +114,9 @@ class OpenAIBackend(ChatBackend):
         return self._session
 
     def _payload(self, messages: list[Message], options: GenerationOptions) -> dict[str, Any]:
-        payload: dict[str, Any] = {"model": self._model_for(options), "messages": list(messages), "stream": True,
+        payload: dict[str, Any] = {"model": self.model, "messages": list(messages), "stream": True,
                                    "max_tokens": options.max_new_tokens, "temperature": options.temperature}
+        payload.update(self._adapter_fields(options))
         if options.temperature > 0:
             payload["top_p"] = options.top_p
             if options.seed is not None:
@@ -103,6 +125,7 @@ class OpenAIBackend(ChatBackend):
 
     async def stream(self, messages: list[Message], options: GenerationOptions | None = None) -> AsyncIterator[str]:
         options = options or GenerationOptions()
+        await self._ensure_started()
         url = f"{self.base_url}/chat/completions"
         session = await self._client()
         try:
@@ -121,6 +144,8 @@ class OpenAIBackend(ChatBackend):
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
+        if self.managed is not None:
+            await self.managed.stop()
 
 
 async def _sse_deltas(response: aiohttp.ClientResponse) -> AsyncIterator[str]:

@@ -114,9 +114,10 @@ class ServedAdapters:
             raise AdapterError(f"The adapter {name!r} is not loaded on the server; activate it again.")
         self.active = name
 
-    def model_for(self, adapter: str | None) -> str:
+    def request_fields(self, adapter: str | None) -> dict[str, Any]:
+        """vLLM selects an adapter by its name in `model`; the base by the base model's name."""
         if adapter is None:
-            return self.base_model
+            return {"model": self.base_model}
         if adapter not in self._loaded:
             raise AdapterError(f"The adapter {adapter!r} is not loaded on the server at {self.base_url}.")
-        return adapter
+        return {"model": adapter}

@@ -29,11 +29,24 @@ import numpy as np
 
 from assistant.voice.latency import VoiceLatencyLog, VoiceTurnTiming
 from assistant.voice.receiver import SpeechEvent
-from assistant.voice.turns import AnswerPolicy, Event, should_barge_in
+from assistant.voice.turns import AnswerPolicy, Event, is_backchannel, should_barge_in, sounds_unfinished
 
 logger = logging.getLogger(__name__)
 
 _END = object()
+
+
+BACKCHANNEL_MAX_S = 1.0  # speech longer than this while the bot talks is a real interruption
+
+
+@dataclass
+class _Hold:
+    """An answer paused because `user_id` started speaking over it."""
+
+    user_id: int
+    timer: asyncio.TimerHandle
+    quiet: bool = False  # the interrupter has paused (their utterance may be over)
+    overdue: bool = False  # BACKCHANNEL_MAX_S has passed since they started
 
 
 @dataclass
@@ -49,6 +62,8 @@ class _Attempt:
     decided: asyncio.Event = field(default_factory=asyncio.Event)
     go: asyncio.Event = field(default_factory=asyncio.Event)  # set at ENDED: playback may start
     speaking: asyncio.Task[None] | None = None  # synthesis (then playback) of this attempt's answer
+    judging: asyncio.Task[None] | None = None  # the turn model's verdict on the pause (end_of_turn = "model")
+    text: str = ""
 
 
 class VoiceDialog:
@@ -57,8 +72,17 @@ class VoiceDialog:
                  speak: Callable[[AsyncIterator[str], Callable[[], None], asyncio.Event], Coroutine[Any, Any, None]],
                  stop_playback: Callable[[], None], policy: AnswerPolicy,
                  barge_in: str = "speaker", latency: VoiceLatencyLog | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 judge_turn: Callable[[np.ndarray], Awaitable[float]] | None = None,
+                 end_turn: Callable[[int, float], None] | None = None, turn_threshold: float = 0.5,
+                 pause_playback: Callable[[], None] | None = None,
+                 resume_playback: Callable[[], None] | None = None) -> None:
+        """`judge_turn(audio) -> P(complete)` (Smart Turn) and `end_turn(user, speech_end)` (ends that
+        speaker's utterance now, in the receiver) are given for `voice.end_of_turn = "model"`."""
         self.recognize, self.answer, self.speak = recognize, answer, speak
+        self.judge_turn, self.end_turn, self.turn_threshold = judge_turn, end_turn, turn_threshold
+        self.pause_playback, self.resume_playback = pause_playback, resume_playback
+        self._held: _Hold | None = None  # playback paused by a voice that may be only a backchannel
         self.stop_playback, self.policy = stop_playback, policy
         self.barge_in, self.clock = barge_in, clock
         self.latency = latency or VoiceLatencyLog()
@@ -67,6 +91,9 @@ class VoiceDialog:
         self.answering_user: int | None = None
         self.barge_ins = 0
         self.discarded = 0
+        self.unanswered = 0  # finished utterances the answer policy (or a failure) left unanswered
+        self.verdicts: list[tuple[float, str, bool]] = []  # (P(complete), transcript, ended) per turn check
+        self.false_alarms = 0  # barge-ins that were a backchannel or a cough: the answer went on
 
     @property
     def playing(self) -> bool:
@@ -75,14 +102,30 @@ class VoiceDialog:
     def on_event(self, event: SpeechEvent) -> None:
         """Feed every SpeechEvent here (from the listener, on the event loop)."""
         if event.kind is Event.STARTED:
-            if should_barge_in(self.barge_in, event.user_id, self.answering_user, self.playing):
+            if self._held is None and should_barge_in(self.barge_in, event.user_id, self.answering_user,
+                                                      self.playing):
                 self.barge_ins += 1
-                self.stop_playback()
-                if self._playing is not None:
-                    self._playing.cancel()
+                if self.pause_playback is None or self.resume_playback is None:
+                    self._cut()
+                else:  # silent at once; stopped for good unless it proves a backchannel
+                    self.pause_playback()
+                    self._held = _Hold(event.user_id, asyncio.get_running_loop().call_later(
+                        BACKCHANNEL_MAX_S, self._held_too_long))
+            elif self._held is not None and self._held.user_id == event.user_id:
+                self._held.quiet = False
+        elif self._held is not None and self._held.user_id == event.user_id and event.kind in (
+                Event.PAUSED, Event.RESUMED):
+            self._held.quiet = event.kind is Event.PAUSED
+            if event.kind is Event.RESUMED and self._held.overdue:
+                self._cut()
         elif event.kind is Event.PAUSED and event.audio is not None:
             self._discard(event.user_id)
             self._speculative[event.user_id] = self._start(event, speculative=True)
+        elif event.kind is Event.CHECK and event.audio is not None:
+            attempt = self._speculative.get(event.user_id)
+            if (attempt is not None and abs(attempt.speech_end - event.speech_end) < 1e-6 and self.judge_turn
+                    and (attempt.judging is None or attempt.judging.done())):  # one verdict at a time
+                attempt.judging = asyncio.get_running_loop().create_task(self._judge(attempt, event.audio))
         elif event.kind is Event.RESUMED:
             self._discard(event.user_id)
         elif event.kind is Event.ENDED and event.audio is not None:
@@ -91,10 +134,49 @@ class VoiceDialog:
                 if attempt is not None:
                     self._cancel(attempt)
                 attempt = self._start(event, speculative=False)
+            attempt.timing.turn_ended, attempt.timing.ended_by_model = self.clock(), event.by_model
             asyncio.get_running_loop().create_task(self._deliver(attempt))
+
+    def _cut(self) -> None:
+        """A real interruption: stop the answer being spoken, for good."""
+        if self._held is not None:
+            self._held.timer.cancel()
+            self._held = None
+        self.stop_playback()
+        if self._playing is not None:
+            self._playing.cancel()
+
+    def _held_too_long(self) -> None:
+        """The interrupter is still talking after BACKCHANNEL_MAX_S: no backchannel is that long."""
+        if self._held is not None:
+            self._held.overdue = True
+            if not self._held.quiet:
+                logger.info("barge-in by %s confirmed: still talking", self._held.user_id)
+                self._cut()
+
+    def _backchannel(self, attempt: _Attempt) -> bool:
+        """Did the held interruption turn out to be a backchannel ("yeah", "mhm") or a cough?
+        If so, resume the answer and drop the utterance; otherwise stop the answer for good."""
+        held = self._held
+        if held is None or held.user_id != attempt.user_id:
+            return False
+        if held.overdue and not held.quiet or not is_backchannel(attempt.text):
+            logger.info("barge-in by %s confirmed: %r", attempt.user_id, attempt.text)
+            self._cut()
+            return False
+        logger.info("barge-in by %s was a backchannel (%r): the answer goes on", attempt.user_id, attempt.text)
+        held.timer.cancel()
+        self._held = None
+        self.false_alarms += 1
+        assert self.resume_playback is not None
+        self.resume_playback()
+        return True
 
     def close(self) -> None:
         """Stop everything in flight: the answer being spoken and every speculative attempt (on `leave`)."""
+        if self._held is not None:
+            self._held.timer.cancel()
+            self._held = None
         if self._playing is not None:
             self._playing.cancel()
         for attempt in list(self._speculative.values()):
@@ -112,7 +194,7 @@ class VoiceDialog:
 
     @staticmethod
     def _stop_tasks(attempt: _Attempt) -> None:
-        for task in (attempt.task, attempt.speaking):
+        for task in (attempt.task, attempt.speaking, attempt.judging):
             if task is not None:
                 task.cancel()
 
@@ -125,9 +207,11 @@ class VoiceDialog:
 
     async def _think(self, attempt: _Attempt, audio: np.ndarray) -> None:
         try:
-            text = (await self.recognize(audio)).strip()
+            text = attempt.text = (await self.recognize(audio)).strip()
             attempt.timing.recognised = self.clock()
-            attempt.answering = self.policy.should_answer(attempt.user_id, text, self.clock())
+            held = self._held is not None and self._held.user_id == attempt.user_id
+            attempt.answering = self.policy.should_answer(attempt.user_id, text, self.clock()) and not (
+                held and is_backchannel(text))  # "mhm" over the answer is not a question
             if attempt.answering:  # synthesis starts now, during the silence; playback waits for `go`
                 attempt.speaking = asyncio.get_running_loop().create_task(
                     self.speak(self._deltas(attempt), lambda: self._first_audio(attempt), attempt.go))
@@ -146,6 +230,26 @@ class VoiceDialog:
             attempt.decided.set()
             attempt.deltas.put_nowait(_END)
 
+    async def _judge(self, attempt: _Attempt, audio: np.ndarray) -> None:
+        """End the turn now if it sounds finished *and* the words do not trail off.
+
+        The transcript is awaited (it is needed before answering anyway, so this costs no
+        latency): Smart Turn hears intonation, and a synthetic or flat voice can end
+        "What is the capital of" on a falling pitch; a dangling last word still means "wait"."""
+        assert self.judge_turn is not None
+        try:
+            p = attempt.timing.turn_probability = await self.judge_turn(audio)
+            await attempt.decided.wait()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the silence timer (max_pause_ms) still ends the turn
+            logger.exception("turn model failed")
+            return
+        complete = p > self.turn_threshold and not sounds_unfinished(attempt.text)
+        self.verdicts.append((p, attempt.text, complete))
+        if complete and self.end_turn is not None:
+            self.end_turn(attempt.user_id, attempt.speech_end)
+
     def _first_audio(self, attempt: _Attempt) -> None:
         if attempt.timing.first_audio is None:
             attempt.timing.first_audio = self.clock()
@@ -157,7 +261,14 @@ class VoiceDialog:
 
     async def _deliver(self, attempt: _Attempt) -> None:
         await attempt.decided.wait()
+        if self._backchannel(attempt):
+            if attempt.task is not None:
+                attempt.task.cancel()  # "mhm" is not a question: nothing of it is answered or kept
+            if attempt.speaking is not None:
+                attempt.speaking.cancel()
+            return
         if attempt.speaking is None:  # not answered (policy, failure): nothing was prepared
+            self.unanswered += 1
             return
         if self._playing is not None and not self._playing.done():  # a newer turn replaces the old answer
             self.stop_playback()

@@ -7,7 +7,7 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
-STAGES = ("recognised", "first_token", "first_audio")
+STAGES = ("turn_ended", "recognised", "first_token", "first_audio")
 
 
 @dataclass
@@ -16,10 +16,13 @@ class VoiceTurnTiming:
 
     user_id: int
     speech_end: float
+    turn_ended: float | None = None  # the utterance was judged over (turn model or silence)
     recognised: float | None = None
     first_token: float | None = None
     first_audio: float | None = None
     speculative: bool = False  # the transcript came from recognition started during the silence
+    ended_by_model: bool = False  # the turn model ended the turn (not the silence timer)
+    turn_probability: float | None = None  # the turn model's P(complete) at the check
 
     def since_end(self, stage: str) -> float | None:
         value = getattr(self, stage)
@@ -54,5 +57,9 @@ class VoiceLatencyLog:
         summary = self.summary()
         if not summary:
             return "voice: no answered voice turns yet"
-        return "\n".join(f"voice end of speech → {stage.replace('_', ' ')}: p50 {s['p50'] * 1000:.0f} ms, "
-                         f"p95 {s['p95'] * 1000:.0f} ms (n={int(s['n'])})" for stage, s in summary.items())
+        lines = [f"voice end of speech → {stage.replace('_', ' ')}: p50 {s['p50'] * 1000:.0f} ms, "
+                 f"p95 {s['p95'] * 1000:.0f} ms (n={int(s['n'])})" for stage, s in summary.items()]
+        by_model = sum(t.ended_by_model for t in self.turns)
+        if by_model:
+            lines.append(f"voice turns ended by the turn model: {by_model}/{len(self.turns)}")
+        return "\n".join(lines)

@@ -21,7 +21,8 @@ from assistant.voice.opus import OpusDecoder, OpusError
 from assistant.voice.resample import Downsampler
 from assistant.voice.rtp import is_audio_rtp
 from assistant.voice.transport import TransportCipher
-from assistant.voice.turns import FRAME_SECONDS, Event, UtteranceSegmenter
+from assistant.config import VoiceConfig
+from assistant.voice.turns import FRAME_SECONDS, Event, SegmentEvent, UtteranceSegmenter
 from assistant.voice.vad import QuietTailGate, make_vad
 
 logger = logging.getLogger(__name__)
@@ -42,6 +43,31 @@ class SpeechEvent:
     speech_start: float
     speech_end: float
     audio: np.ndarray | None = field(default=None, repr=False)
+    by_model: bool = False  # ENDED because the turn model judged the turn complete
+
+
+@dataclass(frozen=True)
+class ListenSettings:
+    """How each speaker's audio is cut into utterances (from `VoiceConfig`, see `from_config`)."""
+
+    silence_s: float
+    speculative_s: float
+    vad: str
+    aggressiveness: int
+    end_of_speech_db: float
+    vad_model: Path | None = None
+    end_of_turn: str = "silence"
+    turn_check_s: float = 0.2
+    max_pause_s: float = 1.6
+
+    @classmethod
+    def from_config(cls, voice: VoiceConfig, vad_model: Path | None = None) -> ListenSettings:
+        silence_s = voice.silence_ms / 1000
+        speculative = voice.speculate_after_ms / 1000 if voice.speculate_after_ms else float("inf")
+        return cls(silence_s=silence_s, speculative_s=speculative, vad=voice.vad,
+                   aggressiveness=voice.vad_aggressiveness, end_of_speech_db=voice.end_of_speech_db,
+                   vad_model=vad_model, end_of_turn=voice.end_of_turn, turn_check_s=voice.turn_check_ms / 1000,
+                   max_pause_s=voice.max_pause_ms / 1000)
 
 
 @dataclass
@@ -60,17 +86,19 @@ class ReceiveStats:
 class SpeakerAudio:
     """One speaker's audio chain, from Opus frames to segmenter events."""
 
-    def __init__(self, user_id: int, *, silence_s: float, speculative_s: float, vad: str, aggressiveness: int,
-                 end_of_speech_db: float = 40.0, vad_model: Path | None = None) -> None:
+    def __init__(self, user_id: int, settings: ListenSettings) -> None:
         self.user_id = user_id
         self.jitter = JitterBuffer()
         self.decoder = OpusDecoder()
         self.downsample = Downsampler()
-        self.vad = make_vad(vad, aggressiveness, vad_model)
-        self.tail_gate = QuietTailGate(end_of_speech_db)
-        self.segmenter = UtteranceSegmenter(silence_s, speculative_s)
+        self.vad = make_vad(settings.vad, settings.aggressiveness, settings.vad_model)
+        self.tail_gate = QuietTailGate(settings.end_of_speech_db)
+        self.segmenter = UtteranceSegmenter(settings.silence_s, settings.speculative_s,
+                                            end_of_turn=settings.end_of_turn, turn_check_s=settings.turn_check_s,
+                                            max_pause_s=settings.max_pause_s)
         self._pre_roll: list[np.ndarray] = []
         self._utterance: list[np.ndarray] = []
+        self._frame_end = 0.0  # when the newest buffered frame ends
         self.last_packet = 0.0
 
     def frames(self, payloads: list[bytes | None], now: float, stats: ReceiveStats) -> list[SpeechEvent]:
@@ -91,6 +119,7 @@ class SpeakerAudio:
 
     def _frame(self, frame: np.ndarray, speech: bool, at: float) -> list[SpeechEvent]:
         speech = self.tail_gate(frame, speech, self.segmenter.speaking)
+        self._frame_end = at + FRAME_SECONDS
         if self.segmenter.speaking:
             self._utterance.append(frame)
         else:
@@ -104,17 +133,23 @@ class SpeakerAudio:
     def tick(self, now: float) -> list[SpeechEvent]:
         return self._wrap(self.segmenter.tick(now))
 
-    def _wrap(self, raw: list) -> list[SpeechEvent]:
+    def end_now(self, speech_end: float, now: float) -> list[SpeechEvent]:
+        return self._wrap(self.segmenter.end_now(speech_end, now))
+
+    def _wrap(self, raw: list[SegmentEvent]) -> list[SpeechEvent]:
         events = []
         for e in raw:
             audio = None
             if e.kind is Event.STARTED:
                 self._utterance, self._pre_roll = self._pre_roll, []
-            elif e.kind in (Event.PAUSED, Event.ENDED):
+            elif e.kind in (Event.PAUSED, Event.ENDED, Event.CHECK):
                 audio = np.concatenate(self._utterance) if self._utterance else np.zeros(0, np.float32)
+                if e.kind is Event.CHECK and e.at > self._frame_end:  # clients send nothing while silent
+                    audio = np.concatenate([audio, np.zeros(int((e.at - self._frame_end) * 16_000), np.float32)])
                 if e.kind is Event.ENDED:
                     self._utterance = []
-            events.append(SpeechEvent(self.user_id, e.kind, e.at, e.speech_start, e.speech_end, audio))
+            events.append(SpeechEvent(self.user_id, e.kind, e.at, e.speech_start, e.speech_end, audio,
+                                      e.by_model))
         return events
 
 
@@ -126,14 +161,16 @@ class VoiceReceiver:
     """
 
     def __init__(self, cipher: Callable[[], TransportCipher | None], dave: DaveReceiver,
-                 on_event: Callable[[SpeechEvent], None], *, silence_s: float = 0.6, speculative_s: float = 0.2,
-                 vad: str = "webrtc", aggressiveness: int = 2, end_of_speech_db: float = 40.0,
-                 vad_model: Path | None = None, ignore_user: int | None = None) -> None:
+                 on_event: Callable[[SpeechEvent], None], *, settings: ListenSettings | None = None,
+                 silence_s: float = 0.6, speculative_s: float = 0.2, vad: str = "webrtc", aggressiveness: int = 2,
+                 end_of_speech_db: float = 40.0, vad_model: Path | None = None,
+                 ignore_user: int | None = None) -> None:
+        """`settings` (what the bot passes, from `VoiceConfig`), or the loose keywords (tests)."""
         self._cipher, self.dave, self.on_event = cipher, dave, on_event
-        self._options = {"silence_s": silence_s, "speculative_s": speculative_s, "vad": vad,
-                         "aggressiveness": aggressiveness, "end_of_speech_db": end_of_speech_db,
-                         "vad_model": vad_model}
-        make_vad(vad, aggressiveness, vad_model)  # a bad setting fails at start, not on the first packet
+        self.settings = settings or ListenSettings(silence_s, speculative_s, vad, aggressiveness, end_of_speech_db,
+                                                   vad_model)
+        s = self.settings
+        make_vad(s.vad, s.aggressiveness, s.vad_model)  # a bad setting fails at start, not on the first packet
         self.ignore_user = ignore_user
         self.ssrc_users: dict[int, int] = {}
         self.speakers: dict[int, SpeakerAudio] = {}
@@ -184,7 +221,7 @@ class VoiceReceiver:
             return
         speaker = self.speakers.get(user_id)
         if speaker is None:
-            speaker = self.speakers[user_id] = SpeakerAudio(user_id, **self._options)  # type: ignore[arg-type]
+            speaker = self.speakers[user_id] = SpeakerAudio(user_id, self.settings)
         speaker.last_packet = now
         self._emit(speaker.frames(speaker.jitter.push(header.sequence, frame), now, self.stats))
 
@@ -200,6 +237,12 @@ class VoiceReceiver:
             except Exception:  # noqa: BLE001 - one speaker's failure must not stop the others' ticks
                 self.stats.packet_errors += 1
                 logger.debug("voice tick failed for %s", speaker.user_id, exc_info=True)
+
+    def end_now(self, user_id: int, speech_end: float, now: float) -> None:
+        """The turn model says `user_id`'s pause after `speech_end` ends their turn: end it now."""
+        speaker = self.speakers.get(user_id)
+        if speaker is not None and self.listening:
+            self._emit(speaker.end_now(speech_end, now))
 
     def _emit(self, events: list[SpeechEvent]) -> None:
         for event in events:

@@ -123,16 +123,23 @@ async def test_spoken_question_gets_spoken_answer_and_speakers_are_named(tmp_pat
 async def test_barge_in_stops_the_answer_and_takes_the_new_utterance(tmp_path, repo_config, backend, speech):
     story = await said(speech, "Please tell me a very long story about a dragon and a knight.")
     interrupt = await said(speech, "Wait, what is the capital of France?")
+    backchannel = await said(speech, "Yeah.")
     async with in_call(tmp_path, repo_config, backend, tokens=200, debug_record_audio=True) as (server, _bot, session):
         await server.speak(server.alice, story)
         await server.world.wait_until(
             lambda: session.dialog.playing and len(_bot_speech(server)) > 75, 120, "1.5 s of the story")
+        await server.speak(server.alice, backchannel)  # "yeah" over the answer: a pause, then it goes on
+        await server.world.wait_until(lambda: session.dialog.false_alarms or not session.dialog.playing, 30,
+                                      "the backchannel to be judged")
+        assert session.dialog.false_alarms == 1 and session.dialog.playing and not session.transcripts
+        resumed = len(_bot_speech(server))
+        await server.world.wait_until(lambda: len(_bot_speech(server)) > resumed + 25, 30, "the story to go on")
         server.speak(server.alice, interrupt)
         await server.world.wait_until(lambda: server.voice.spoken[-1].started_at, 10, "the interruption to start")
         onset = server.voice.spoken[-1].started_at + onset_s(interrupt)
         await server.world.wait_until(lambda: session.transcripts, 120, "the interruption to be answered")
 
-    assert session.dialog.barge_ins >= 1
+    assert session.dialog.barge_ins >= 2 and session.dialog.false_alarms == 1
     assert len(session.transcripts) == 1, "an interrupted answer is not kept in the conversation"
     assert "capital" in session.transcripts[0][1].lower()
     quiet_until = onset + len(interrupt) / RATE  # the new answer cannot start before the user stopped
@@ -158,7 +165,7 @@ def _bot_speech(server: FakeDiscord) -> list[Any]:
 async def test_utterance_survives_packet_loss_and_reordering(tmp_path, repo_config, backend, speech, vad):
     question = await said(speech, "What is the capital of France?")
     async with in_call(tmp_path, repo_config, backend, tokens=8, vad=vad) as (server, _bot, session):
-        assert session.listener.receiver._options["vad"] == vad  # noqa: SLF001
+        assert session.listener.receiver.settings.vad == vad
         await server.speak(server.alice, question, impairment=Impairment(loss=0.1, reorder=0.1, seed=7))
         clip = server.voice.spoken[-1]
         assert clip.dropped >= 0.05 * clip.frames and clip.reordered >= 1
@@ -222,3 +229,43 @@ async def test_a_typed_answer_waits_until_the_spoken_one_is_over(tmp_path, repo_
         assert typed_first_audio is not None, "the typed answer was spoken in the call"
         assert live.closed_empty(), "the live answer played to its end"
         assert live.last_frame_at is not None and typed_first_audio >= live.last_frame_at
+
+
+async def test_the_person_who_joined_is_answered_without_the_wake_word_and_others_are_not(
+        tmp_path, repo_config, backend, speech):
+    """Follow-up mode (the default): typing `join` addresses the bot, so alice's plain question is
+    answered; bob, who has not addressed it, is heard but not answered; the notice says how."""
+    question, other = await said(speech, "What is the capital of France?"), await said(speech, "What color is the sky?")
+    async with in_call(tmp_path, repo_config, backend, tokens=8, answer_mode="follow_up") as (server, _bot, session):
+        notice = [m for m in server.world.messages.values() if m.content.startswith("🎙️")][-1].content
+        assert "“assistant”" in notice and "Alice" in notice, notice
+        await server.speak(server.alice, question)
+        await answer_audio(server, server.voice.spoken[-1].started_at)
+        assert [t for _, t in session.transcripts] and "france" in session.transcripts[0][1].lower()
+        await server.speak(server.bob, other)
+        await server.world.wait_until(lambda: session.dialog.unanswered >= 1, 60, "bob's utterance to be decided")
+        assert len(session.transcripts) == 1 and session.transcripts[0][0] == server.alice.id
+
+
+async def test_the_turn_model_waits_through_a_mid_sentence_pause_and_ends_a_finished_question_at_once(
+        tmp_path, repo_config, backend, speech):
+    """end_of_turn = "model" (the default): "What is the capital of … France?" with an 800 ms
+    pause (longer than silence_ms, which would have cut it) is one utterance; a finished question
+    is ended by the model, not by waiting for the silence timer."""
+    from tests.voice.utterances import piper_paused
+
+    paused, _ = piper_paused(speech, "What is the capital of", "France?", 0.8)
+    finished = await said(speech, "What color is the sky?")
+    async with in_call(tmp_path, repo_config, backend, tokens=8, end_of_turn="model") as (server, _bot, session):
+        await server.speak(server.alice, resample(paused, 16_000, RATE, layout="stereo", fmt="s16"))
+        await server.world.wait_until(lambda: session.transcripts, 60, "the question to be answered")
+        await answer_audio(server, server.voice.spoken[-1].started_at)
+        assert len(session.transcripts) == 1, session.transcripts
+        text = session.transcripts[0][1].lower()
+        assert "capital" in text and "france" in text, text
+        await server.speak(server.alice, finished)
+        await server.world.wait_until(lambda: len(session.transcripts) == 2, 60, "the second question")
+        await answer_audio(server, server.voice.spoken[-1].started_at)
+        turn = session.latency.turns[-1]
+        assert turn.ended_by_model and turn.turn_probability is not None and turn.turn_probability > 0.5
+        assert session.dialog.verdicts[-1][2], session.dialog.verdicts

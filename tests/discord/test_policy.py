@@ -167,3 +167,13 @@ def test_late_writes_push_the_next_slot_back():
     booked = throttle.reserve(3, 10.0) + 10.0
     throttle.confirm(3, booked, 10.7)  # the write finished late
     assert throttle.delay(3, 11.0) == pytest.approx(0.7)
+
+
+def test_the_listening_notice_names_the_answer_mode_and_the_wake_words() -> None:
+    from assistant.config import VoiceConfig
+    from assistant.discord.cogs.voice import listening_notice
+
+    follow = listening_notice("Voice", VoiceConfig(wake_words=["assistant", "computer"]), "Alice")
+    assert "Alice" in follow and "“assistant” or “computer”" in follow and "30 s" in follow
+    assert "“bot”" in listening_notice("Voice", VoiceConfig(answer_mode="wake_word", wake_words=["bot"]), "A")
+    assert "everything" in listening_notice("Voice", VoiceConfig(answer_mode="everyone"), "A")

@@ -3,6 +3,8 @@ an answer spoken in a voice channel, received by the fake server and transcribed
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from assistant.audio import resample, voice_message
@@ -75,3 +77,38 @@ async def test_answer_is_spoken_in_the_voice_channel(tmp_path, repo_config, back
             left = server.send_message(server.general, server.bob, "!leave")
             assert "Left" in (await server.wait_for_bot_message(server.general, after=left, timeout=30)).content
 
+
+
+async def test_voice_messages_in_a_server_channel_are_answered_when_they_address_the_bot(
+        tmp_path, repo_config, backend):
+    """A voice message cannot carry a mention: in a server channel it is answered when it opens
+    with the bot's wake word or name, or replies to the bot; otherwise it is left alone."""
+    speech = SpeechService(repo_config.speech, repo_config.storage)
+
+    async def recording(text: str) -> tuple[bytes, float]:
+        spoken = await speech.synthesize(text)
+        vm = voice_message(spoken.samples, spoken.rate)
+        return vm.data, vm.duration_s
+
+    def answer_to(asked) -> Any:  # noqa: ANN001
+        return lambda m: m.reference and int(m.reference["message_id"]) == asked.id and not m.content.endswith(CURSOR)
+
+    async with FakeDiscord() as server:
+        config = bot_config(tmp_path, repo_config, server, model={"max_new_tokens": 12},
+                            discord={"voice_message_replies": False}, voice={"wake_words": ["computer"]})
+        async with running_bot(server, config, backend) as bot:
+            addressed = server.send_voice_message(server.general, server.bob,
+                                                  *await recording("Computer, what is the capital of France?"))
+            first = await server.wait_for_bot_message(server.general, answer_to(addressed), timeout=120)
+            by_name = server.send_voice_message(server.general, server.bob,
+                                                *await recording("Assistant, what color is the sky?"))
+            await server.wait_for_bot_message(server.general, answer_to(by_name), timeout=120)
+            among_people = server.send_voice_message(server.general, server.alice,
+                                                     *await recording("What is the capital of France?"))
+            reply = server.send_voice_message(server.general, server.bob, *await recording("And of Spain?"),
+                                              reference=first)
+            await server.wait_for_bot_message(server.general, answer_to(reply), timeout=120)
+            assert not [m for m in server.world.messages.values()
+                        if m.reference and int(m.reference["message_id"]) == among_people.id]
+            prompts = [t.prompt.lower() for t in (bot.services.store.turn_for_reply(str(first.id)),) if t]
+            assert prompts and "capital of france" in prompts[0]

@@ -139,3 +139,91 @@ async def test_close_cancels_the_answer_and_every_speculative_attempt() -> None:
     await settle()
     assert not rig.dialog.playing
     assert rig.dialog._speculative == {}  # noqa: SLF001
+
+
+@pytest.mark.parametrize(("p", "text", "ends"), [
+    (0.9, "assistant what time is it", True),
+    (0.2, "assistant what time is it", False),  # the model hears an unfinished sentence
+    (0.9, "assistant what is the capital of", False),  # the words trail off, whatever the pitch did
+])
+async def test_the_turn_model_ends_a_turn_only_when_it_sounds_and_reads_finished(p: float, text: str,
+                                                                               ends: bool) -> None:
+    rig = Rig(transcripts={1600: text})
+    ended: list[tuple[int, float]] = []
+    judged: list[int] = []
+
+    async def judge(audio: np.ndarray) -> float:
+        judged.append(len(audio))
+        return p
+
+    rig.dialog.judge_turn, rig.dialog.end_turn = judge, lambda user, end: ended.append((user, end))
+    rig.event(Event.PAUSED)
+    rig.dialog.on_event(SpeechEvent(1, Event.CHECK, 1.2, 0.0, 1.0, np.zeros(4800, np.float32)))
+    await settle()
+    assert judged == [4800], "the model hears the utterance with its trailing silence"
+    assert ended == ([(1, 1.0)] if ends else [])
+    assert rig.dialog.verdicts == [(p, text, ends)] and not rig.spoken, "nothing plays before ENDED"
+
+
+async def test_speech_going_on_cancels_the_turn_verdict() -> None:
+    rig = Rig()
+    ended: list[tuple[int, float]] = []
+    gate = asyncio.Event()
+
+    async def judge(audio: np.ndarray) -> float:
+        await gate.wait()
+        return 0.9
+
+    rig.dialog.judge_turn, rig.dialog.end_turn = judge, lambda user, end: ended.append((user, end))
+    rig.event(Event.PAUSED)
+    rig.dialog.on_event(SpeechEvent(1, Event.CHECK, 1.2, 0.0, 1.0, np.zeros(4800, np.float32)))
+    await settle()
+    rig.event(Event.RESUMED)
+    gate.set()
+    await settle()
+    assert ended == [] and rig.dialog.discarded == 1
+
+
+def held_rig(transcript: str) -> tuple[Rig, list[str]]:
+    """Alice (user 1) is being answered at length; what she says next is `transcript` (1200 samples)."""
+    rig = Rig(hold_playback=True, transcripts={1200: transcript})
+    calls: list[str] = []
+    rig.dialog.pause_playback, rig.dialog.resume_playback = lambda: calls.append("pause"), lambda: calls.append(
+        "resume")
+    return rig, calls
+
+
+async def test_a_backchannel_or_a_cough_pauses_the_answer_and_lets_it_go_on() -> None:
+    for said in ("yeah", "Mhm.", "[coughing]", ""):
+        rig, calls = held_rig(said)
+        rig.event(Event.ENDED, user=1)
+        await settle()
+        rig.event(Event.STARTED, user=1, end=2.0)
+        assert calls == ["pause"] and rig.stops == 0, "silent at once, not stopped"
+        rig.event(Event.PAUSED, user=1, end=2.3, samples=1200)
+        rig.event(Event.ENDED, user=1, end=2.3, samples=1200)
+        await settle()
+        assert calls == ["pause", "resume"] and rig.stops == 0 and rig.dialog.playing, said
+        assert rig.dialog.false_alarms == 1 and len(rig.asked) == 1, "the backchannel is not answered"
+
+
+async def test_a_real_interruption_stops_the_answer_for_good() -> None:
+    rig, calls = held_rig("wait, what is the capital of France?")
+    rig.event(Event.ENDED, user=1)
+    await settle()
+    rig.event(Event.STARTED, user=1, end=2.0)
+    rig.event(Event.PAUSED, user=1, end=2.3, samples=1200)
+    rig.event(Event.ENDED, user=1, end=2.3, samples=1200)
+    await settle()
+    assert calls == ["pause"] and rig.stops >= 1 and rig.dialog.false_alarms == 0
+    assert rig.asked[-1][0].startswith("wait"), "the interruption is answered"
+
+
+async def test_talking_on_past_a_backchannel_length_stops_the_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("assistant.voice.dialog.BACKCHANNEL_MAX_S", 0.01)
+    rig, calls = held_rig("yeah")
+    rig.event(Event.ENDED, user=1)
+    await settle()
+    rig.event(Event.STARTED, user=1, end=2.0)
+    await asyncio.sleep(0.05)
+    assert calls == ["pause"] and rig.stops == 1 and not rig.dialog.playing

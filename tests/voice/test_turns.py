@@ -8,7 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from assistant.voice.turns import (
-    FRAME_SECONDS, AnswerPolicy, Event, UtteranceSegmenter, mentions_wake_word, should_barge_in)
+    FRAME_SECONDS, AnswerPolicy, Event, UtteranceSegmenter, addressed_at_start, mentions_wake_word,
+    should_barge_in, sounds_unfinished, is_backchannel)
 from assistant.voice.vad import WebRtcVad, make_vad
 
 
@@ -166,3 +167,78 @@ def test_a_vad_fed_less_than_a_frame_waits_for_the_rest() -> None:
     assert vad.frames(np.zeros(100, np.float32)) == []
     assert len(vad.frames(np.zeros(700, np.float32))) == 2  # 800 samples: two frames, 160 carried
     assert len(vad.frames(np.zeros(160, np.float32))) == 1
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Assistant, what is the capital of France?", True),
+    ("Hey assistant what time is it", True),
+    ("Okay, hey Assistant: tell me a joke.", True),
+    ("My assistant said the capital is Paris.", False),
+    ("What is the capital of France, assistant?", False),
+    ("Hey Big Bot, hello", True),
+    ("", False),
+])
+def test_a_recording_is_addressed_only_when_it_opens_with_a_name(text: str, expected: bool) -> None:
+    assert addressed_at_start(text, ["assistant", "Big Bot"]) is expected
+
+
+def test_joining_opens_the_follow_up_window_of_the_joiner_only() -> None:
+    policy = AnswerPolicy("follow_up", ["assistant"], follow_up_s=30)
+    policy.address(1, now=100.0)
+    assert policy.should_answer(1, "What is the capital of France?", 129.0)
+    assert not policy.should_answer(1, "What is the capital of France?", 131.0)
+    assert not policy.should_answer(2, "What is the capital of France?", 101.0)
+    assert AnswerPolicy("wake_word", ["assistant"], 30).should_answer(2, "assistant, hi", 0.0)
+
+
+def test_model_mode_checks_after_turn_check_and_ends_only_when_told_or_after_max_pause() -> None:
+    seg = UtteranceSegmenter(silence_s=0.6, speculative_s=0.15, end_of_turn="model", turn_check_s=0.2,
+                             max_pause_s=1.6)
+    events = run(seg, "#" * 10 + "_" * 12)
+    assert [e[0] for e in events] == [Event.STARTED, Event.PAUSED, Event.CHECK]
+    assert events[2][1] == 0.4 and events[2][3] == 0.2, "checked 200 ms after the end of speech"
+    assert seg.end_now(0.1, 0.45) == [], "a verdict on an older pause is stale"
+    (ended,) = seg.end_now(0.2, 0.45)
+    assert ended.kind is Event.ENDED and ended.by_model and ended.at == 0.45
+    assert seg.end_now(0.2, 0.5) == [], "an utterance ends once"
+
+
+def test_model_mode_survives_a_pause_longer_than_silence_ms_and_ends_at_max_pause() -> None:
+    seg = UtteranceSegmenter(silence_s=0.6, speculative_s=0.15, end_of_turn="model", turn_check_s=0.2,
+                             max_pause_s=1.6)
+    events = run(seg, "#" * 10 + "_" * 40 + "#" * 10 + "_" * 90)  # an 800 ms pause, then more words
+    kinds = [e[0] for e in events]
+    check = [Event.CHECK] * 3  # after 200, 400 and 800 ms of silence
+    assert kinds == [Event.STARTED, Event.PAUSED, *check, Event.RESUMED, Event.PAUSED, *check, Event.ENDED]
+    assert [round(e[1] - e[3], 3) for e in events if e[0] is Event.CHECK][:3] == [0.2, 0.4, 0.8]
+    assert events[-1][2:] == (0.0, 1.2) and not seg.speaking
+    assert round(events[-1][1] - events[-1][3], 3) == 1.6
+
+
+@given(st.text(alphabet="#._", max_size=300))
+def test_model_mode_events_alternate_sensibly(flags: str) -> None:
+    state = "idle"
+    seg = UtteranceSegmenter(silence_s=0.3, speculative_s=0.1, end_of_turn="model", turn_check_s=0.14,
+                             max_pause_s=0.5)
+    for kind, *_ in run(seg, flags):
+        allowed = {"idle": {Event.STARTED}, "talk": {Event.PAUSED, Event.ENDED},
+                   "pause": {Event.RESUMED, Event.ENDED, Event.CHECK}}[state]
+        assert kind in allowed
+        state = {Event.STARTED: "talk", Event.PAUSED: "pause", Event.RESUMED: "talk", Event.ENDED: "idle",
+                 Event.CHECK: "pause"}[kind]
+
+
+@pytest.mark.parametrize(("text", "unfinished"), [
+    ("What is the capital of", True), ("What is the capital of France?", False), ("Tell me about the", True),
+    ("Where is it?", False), ("How far is it from", True), ("I want a pizza and...", True), ("I think, um", True), ("", False),
+])
+def test_a_transcript_that_trails_off_sounds_unfinished(text: str, unfinished: bool) -> None:
+    assert sounds_unfinished(text) is unfinished
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Yeah.", True), ("Mhm", True), ("Yeah. Yeah. Yeah. Yeah. Yeah.", True), ("[coughing]", True), ("", True),
+    ("uh-huh, okay", True), ("Wait, stop!", False), ("Yeah, but what about Spain?", False),
+])
+def test_backchannels_are_a_few_listening_words_or_none(text: str, expected: bool) -> None:
+    assert is_backchannel(text) is expected

@@ -18,6 +18,7 @@ from assistant.discord.latency import TurnTiming
 from assistant.discord.limits import over_limit, slow_down
 from assistant.discord.policy import Incoming, correction_text, should_answer, strip_mentions
 from assistant.discord.services import BotServices
+from assistant.errors import AssistantError
 from assistant.llm import default_options
 from assistant.llm.base import Message
 
@@ -63,18 +64,47 @@ class Chat(commands.Cog):
         if message.reference is not None and correction_text(message.content) is not None:
             return  # a correction: the feedback cog handles it
         cfg = self.services.config.discord
+        heard: str | None = None
         if not should_answer(self._incoming(message), reply_mode=cfg.reply_mode,
                              allowed_channel_ids=cfg.allowed_channel_ids, answer_dms=cfg.answer_dms):
-            return
+            heard = await self._addressed_aloud(message)
+            if heard is None:
+                return
         refused = over_limit(self.services.limiter, message.author.id, "messages")
         if refused is not None:
             await slow_down(message, refused[0], warn=refused[1])
             return
         try:
             async with self.services.limits.generating():
-                await self.answer(message)
+                await self.answer(message, heard=heard)
         except Exception as exc:  # noqa: BLE001 - one friendly reply, traceback logged
             await replies.report(functools.partial(message.reply, mention_author=False), exc)
+
+    def _names(self, message: nextcord.Message) -> list[str]:
+        """What people call the bot aloud: the wake words, its user name and its name in this server."""
+        names = list(self.services.config.voice.wake_words)
+        me = self.bot.user
+        if me is not None:
+            names += [me.name, me.display_name]
+        member = message.guild.me if message.guild is not None else None
+        if member is not None:
+            names.append(member.display_name)
+        return list(dict.fromkeys(n for n in names if n))
+
+    async def _addressed_aloud(self, message: nextcord.Message) -> str | None:
+        """The transcript of a server-channel recording that opens by addressing the bot, else None.
+
+        A voice message cannot carry a mention, so its words must say whom it is for; see
+        `VoiceMessages.addressed_transcript` for what deciding costs."""
+        audio = [a for a in message.attachments if is_audio(a.filename, a.content_type)]
+        voice = self.bot.get_cog("VoiceMessages")
+        if not audio or voice is None or self.services.speech is None or message.guild is None:
+            return None
+        try:
+            return await voice.addressed_transcript(audio[0], self._names(message))  # type: ignore[attr-defined]
+        except AssistantError as exc:  # not addressed to us (yet): no error reply into other people's talk
+            logger.info("Did not listen to recording %s: %s", message.id, exc)
+            return None
 
     async def _said(self, message: nextcord.Message) -> list[Said]:
         """Earlier messages: the reply chain if there is one, else recent channel/thread history."""
@@ -105,24 +135,26 @@ class Chat(commands.Cog):
         return [Said(me is not None and m.author.id == me.id, m.author.bot,
                      strip_mentions(m.content, me.id) if me else m.content) for m in chain]
 
-    async def question_of(self, message: nextcord.Message, timing: TurnTiming) -> str:
-        """The text to answer: the message text, or the transcript of its audio attachment."""
+    async def question_of(self, message: nextcord.Message, timing: TurnTiming, heard: str | None = None) -> str:
+        """The text to answer: the message text, or the transcript of its audio attachment
+        (`heard` when deciding to answer already recognised it)."""
         me = self.bot.user
         text = strip_mentions(message.content, me.id) if me else message.content
         audio = [a for a in message.attachments if is_audio(a.filename, a.content_type)]
         voice = self.bot.get_cog("VoiceMessages")
-        if audio and voice is not None:
-            heard = await voice.transcribe_attachment(audio[0])  # type: ignore[attr-defined]
+        if heard is not None or (audio and voice is not None):
+            if heard is None:
+                heard = await voice.transcribe_attachment(audio[0])  # type: ignore[union-attr]
             timing.recognised = time.monotonic()
             timing.kind = "voice"
             text = f"{text}\n{heard}".strip() if text else heard
         return text
 
-    async def answer(self, message: nextcord.Message) -> None:
+    async def answer(self, message: nextcord.Message, heard: str | None = None) -> None:
         services = self.services
         config = services.config
         timing = TurnTiming()
-        question = await self.question_of(message, timing)
+        question = await self.question_of(message, timing, heard)
         if not question:
             await message.reply("Ask me something in words (or send a voice message).", mention_author=False)
             return

@@ -21,6 +21,7 @@ from typing import Any, AsyncIterator
 import nextcord
 from nextcord.ext import commands
 
+from assistant.config import VoiceConfig
 from assistant.discord.invocation import Invocation
 from assistant.discord.playback import FrameQueueSource, speak_deltas
 from assistant.discord.services import BotServices
@@ -34,6 +35,27 @@ def _voice_client(guild: nextcord.Guild | None) -> nextcord.VoiceClient | None:
     """The guild's voice client; ours are always `nextcord.VoiceClient`s (nextcord types it as the base protocol)."""
     vc = guild.voice_client if guild is not None else None
     return vc if isinstance(vc, nextcord.VoiceClient) else None
+
+
+def _quoted(words: list[str]) -> str:
+    quoted = [f"“{w}”" for w in words]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + f" or {quoted[-1]}"
+
+
+def listening_notice(channel: str, voice: VoiceConfig, joiner: str) -> str:
+    """The one sentence that tells people in the call whom the bot answers, and how to be heard.
+
+    Why it names the mode and the wake word: in the default follow-up mode a newcomer who
+    asks a question without the wake word otherwise gets silence and no idea why."""
+    wake = _quoted(voice.wake_words) if voice.wake_words else "my name"
+    if voice.answer_mode == "everyone":
+        whom = "I answer everything said there"
+    elif voice.answer_mode == "wake_word":
+        whom = f"I answer when you say {wake}"
+    else:
+        whom = (f"{joiner}, talk to me now; anyone else, say {wake} first, "
+                f"then follow up without it for {voice.follow_up_s:g} s")
+    return f"🎙️ Listening in {channel}: {whom} (audio stays in memory; `leave` stops me)."
 
 
 class Speaker:
@@ -113,9 +135,11 @@ class Voice(commands.Cog):
         await inv.send(f"Joined {voice.channel.name}; I'll speak my answers to you there{note}. "
                        "`leave` makes me go.")
         if self.services.config.voice.listen and self.services.speech is not None and inv.guild.id not in self.sessions:
-            self.start_listening(inv.guild, vc, system_prompt=await self.services.system_prompt_for(voice.channel))
-            await inv.send(f"🎙️ Listening in {voice.channel.name}: what is said there is transcribed and "
-                           "answered (audio stays in memory). `leave` stops me listening.")
+            session = self.start_listening(inv.guild, vc,
+                                           system_prompt=await self.services.system_prompt_for(voice.channel))
+            session.address(inv.user.id)  # whoever typed `join` is talking to us from now on
+            name = getattr(inv.user, "display_name", None) or "you"
+            await inv.send(listening_notice(voice.channel.name, self.services.config.voice, name))
 
     def start_listening(self, guild: nextcord.Guild, vc: Any, *, system_prompt: str) -> VoiceSession:
         def name_of(user_id: int) -> str:

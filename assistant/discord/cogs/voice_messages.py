@@ -15,16 +15,20 @@ import time
 from typing import Any
 
 import nextcord
+import numpy as np
 from nextcord.ext import commands
 
 from assistant.discord import attachments
 from assistant.discord.latency import TurnTiming
 from assistant.discord.services import BotServices
 from assistant.errors import AssistantError, NoSpeechError
+from assistant.voice.turns import addressed_at_start
 
 logger = logging.getLogger(__name__)
 
 IS_VOICE_MESSAGE = 1 << 13
+OPENING_S = 4.0  # seconds of an unaddressed recording heard to decide whether it speaks to the bot
+RECOGNITION_RATE = 16_000
 VOICE_FILE = "voice-message.ogg"
 
 
@@ -49,22 +53,49 @@ class VoiceMessages(commands.Cog):
     def _limit(self) -> int:
         return min(self.services.config.security.max_attachment_bytes, self.services.config.speech.max_audio_bytes)
 
-    async def transcribe_attachment(self, attachment: nextcord.Attachment) -> str:
+    def _speech(self) -> Any:
         speech = self.services.speech
         if speech is None:
             raise AssistantError("I can't listen to audio here: speech recognition is not set up "
                                  "(run `assistant models fetch`); please type your question.")
+        return speech
+
+    async def _samples(self, attachment: nextcord.Attachment) -> np.ndarray:
+        """The attachment downloaded (within the limits) and decoded to 16 kHz mono."""
+        speech = self._speech()
         raw = await attachments.fetch(self.services.http(), attachment, max_bytes=self._limit(), kind="audio")
+        return np.asarray(await asyncio.to_thread(speech.decode, raw), dtype=np.float32)
+
+    async def _recognise(self, samples: np.ndarray) -> str:
         try:
-            transcript = await speech.transcribe(raw)
+            return str((await self._speech().transcribe(samples)).text).strip()
         except NoSpeechError:
-            raise NoSpeechError("I couldn't hear any words in that recording; try again a little closer "
-                                "to the microphone.") from None
-        text = str(transcript.text).strip()
+            return ""
+
+    async def transcribe_attachment(self, attachment: nextcord.Attachment) -> str:
+        text = await self._recognise(await self._samples(attachment))
         if not text:
-            raise NoSpeechError("I couldn't hear any words in that recording; please try again.")
+            raise NoSpeechError("I couldn't hear any words in that recording; try again a little closer "
+                                "to the microphone.")
         logger.debug("Heard: %s", text)  # what people say is private: not in the INFO log
         return text
+
+    async def addressed_transcript(self, attachment: nextcord.Attachment, names: list[str]) -> str | None:
+        """The transcript of a recording that opens by addressing the bot, else None.
+
+        Only the first `OPENING_S` seconds are recognised to decide: a voice message among
+        people in a server channel costs at most that much recognition, and its words are
+        dropped (never logged or stored). An addressed recording longer than that is then
+        recognised in full, once."""
+        samples = await self._samples(attachment)
+        opening = samples[: int(OPENING_S * RECOGNITION_RATE)]
+        text = await self._recognise(opening)
+        if not addressed_at_start(text, names):
+            return None
+        if len(opening) < len(samples):
+            text = await self._recognise(samples)
+        logger.info("Heard (addressed): %s", text)
+        return text or None
 
     async def reply_with_voice(self, message: nextcord.Message, text: str, timing: TurnTiming) -> None:
         speech = self.services.speech

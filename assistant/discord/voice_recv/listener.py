@@ -14,7 +14,7 @@ from typing import Any
 
 from assistant.config import VoiceConfig
 from assistant.voice.e2ee import DaveReceiver
-from assistant.voice.receiver import SpeechEvent, VoiceReceiver
+from assistant.voice.receiver import ListenSettings, SpeechEvent, VoiceReceiver
 from assistant.voice.transport import TransportCipher
 from assistant.discord.voice_recv.client import (
     OP_CLIENT_DISCONNECT, OP_EXECUTE_TRANSITION, OP_SESSION_DESCRIPTION, OP_SPEAKING, ListeningVoiceClient)
@@ -31,12 +31,9 @@ class VoiceListener:
                  config: VoiceConfig, *, vad_model: Path | None = None) -> None:
         self.vc = voice_client
         self.dave = DaveReceiver(voice_client.dave_session)
-        self.receiver = VoiceReceiver(
-            self._cipher, self.dave, on_event, silence_s=config.silence_ms / 1000,
-            speculative_s=config.speculate_after_ms / 1000 if config.speculate_after_ms else config.silence_ms / 1000,
-            vad=config.vad, aggressiveness=config.vad_aggressiveness, end_of_speech_db=config.end_of_speech_db,
-            vad_model=vad_model,
-            ignore_user=voice_client.user.id)
+        self.receiver = VoiceReceiver(self._cipher, self.dave, on_event,
+                                      settings=ListenSettings.from_config(config, vad_model),
+                                      ignore_user=voice_client.user.id)
         self._cipher_cache: tuple[Any, TransportCipher | None] = (None, None)
         self._socket: socket.socket | None = None
         self._ticker: asyncio.Task[None] | None = None
