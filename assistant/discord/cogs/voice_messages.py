@@ -94,7 +94,7 @@ class VoiceMessages(commands.Cog):
             return None
         if len(opening) < len(samples):
             text = await self._recognise(samples)
-        logger.info("Heard (addressed): %s", text)
+        logger.debug("Heard (addressed): %s", text)
         return text or None
 
     async def reply_with_voice(self, message: nextcord.Message, text: str, timing: TurnTiming) -> None:
