@@ -90,7 +90,8 @@ async def test_burst_of_200_mixed_messages_from_20_users(env):
     assert all(n <= 3 for n in per_user.values()), per_user  # security.rate_limit_messages = 3
     assert not [m for m in server.bot_messages() if m.mention_everyone or m.mention_roles]
     assert len(bot.services.limiter._hits) <= bot.services.limiter.max_users
-    assert bot.services.limits.generations.held == 0
+    await server.wait_until(lambda: bot.services.limits.generations.held == 0, timeout=60,
+                            what="every generation slot given back")
     assert process.memory_info().rss - rss_before < 400 * 1024 * 1024
 
 
