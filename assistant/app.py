@@ -43,20 +43,25 @@ def resolve_config(path: Path | None) -> Config:
     return parse_config({})
 
 
-def setup_logging(debug: bool) -> None:
-    """Our own INFO lines (what was loaded, where) on stderr; third-party chatter only with --debug."""
+def setup_logging(debug: bool, *, debug_discord: bool = False) -> None:
+    """Our own INFO lines (what was loaded, where) on stderr; third-party chatter only with --debug.
+    nextcord stays at INFO even then unless `debug_discord`: its debug lines print voice-gateway
+    frames with the voice token and the transport's secret key."""
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     for ours in ("assistant", "finetune"):
         logging.getLogger(ours).setLevel(logging.DEBUG if debug else logging.INFO)
+    if debug:
+        logging.getLogger("nextcord").setLevel(logging.DEBUG if debug_discord else logging.INFO)
 
 
-def run_edge(handler: Callable[[Config], int | None], *, config_path: Path | None, debug: bool) -> int:
+def run_edge(handler: Callable[[Config], int | None], *, config_path: Path | None, debug: bool,
+             debug_discord: bool = False) -> int:
     """Set up logging, build the config once, run `handler`; every AssistantError becomes one line and an exit code.
 
     Shared by `assistant`, `finetune` and the training process so every edge behaves the same.
     """
-    setup_logging(debug)
+    setup_logging(debug, debug_discord=debug_discord)
     try:
         config = resolve_config(config_path)
         return int(handler(config) or 0)

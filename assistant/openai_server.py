@@ -3,15 +3,21 @@
 Lets other tools (editors, scripts, a second assistant with `model.backend = "openai"`) use
 the locally hosted model, and gives our own OpenAI client a real server to be tested against.
 Implements `GET /v1/models` and `POST /v1/chat/completions` (streamed as server-sent events
-or whole). Bound to 127.0.0.1 by default: there is no authentication beyond an optional key.
+or whole). Bound to 127.0.0.1 by default; any other address needs an API key (`serve` refuses
+to start without one). Hardened for a port any local program (and any web page, through DNS
+rebinding) can reach: the Host header must name the loopback address it is bound to, bodies
+must be JSON (`Content-Type: application/json`, size-capped, malformed or deeply nested → 400),
+`max_tokens` is clamped to the config's `max_new_tokens`, requests beyond
+`serve.max_concurrent_requests` get 429, and the key is compared in constant time.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import time
 import uuid
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
@@ -19,6 +25,19 @@ from assistant.errors import AssistantError
 from assistant.llm.base import ChatBackend, GenerationOptions, Message
 
 ROLES = {"system", "user", "assistant"}
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def is_loopback(host: str) -> bool:
+    return host in LOOPBACK_HOSTS or host.startswith("127.")
+
+
+def host_name(header: str) -> str:
+    """The name part of a Host header: `localhost:8080` → `localhost`, `[::1]:80` → `::1`."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:header.find("]")] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -42,35 +61,72 @@ def _parse_request(body: Any, defaults: GenerationOptions) -> tuple[list[Message
     top_p = body.get("top_p", defaults.top_p)
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or not 1 <= max_tokens <= 32768:
         raise ValueError("'max_tokens' must be a whole number from 1 to 32768.")
+    max_tokens = min(max_tokens, defaults.max_new_tokens)  # the operator's limit, whatever a client asks
     for name, value, hi in (("temperature", temperature, 5.0), ("top_p", top_p, 1.0)):
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= hi:
             raise ValueError(f"'{name}' must be a number from 0 to {hi}.")
     seed = body.get("seed")
     options = GenerationOptions(max_new_tokens=max_tokens, temperature=float(temperature), top_p=float(top_p),
-                                seed=seed if isinstance(seed, int) else None)
+                                seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None)
     return parsed, options, bool(body.get("stream", False))
 
 
-def create_app(backend: ChatBackend, *, model_name: str, defaults: GenerationOptions,
-               api_key: str = "") -> web.Application:
-    async def check_key(request: web.Request) -> web.Response | None:
-        if api_key and request.headers.get("Authorization") != f"Bearer {api_key}":
-            return _error(401, "Missing or wrong API key.")
-        return None
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+
+def _guard(*, api_key: str, bind_host: str, max_concurrent: int) -> Any:
+    """Middleware: Host check (loopback binds), API key, and the bound on requests in flight."""
+    in_flight = 0
+    expected = f"Bearer {api_key}".encode()
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        nonlocal in_flight
+        if is_loopback(bind_host) and not is_loopback(host_name(request.headers.get("Host", ""))):
+            return _error(421, "This server only answers requests addressed to its loopback address.")
+        if api_key and not hmac.compare_digest(request.headers.get("Authorization", "").encode(), expected):
+            return _error(401, "Missing or wrong API key.")
+        if in_flight >= max_concurrent:
+            response = _error(429, f"The server is answering {in_flight} requests; try again shortly.")
+            response.headers["Retry-After"] = "1"
+            return response
+        in_flight += 1
+        try:
+            return await handler(request)
+        finally:
+            in_flight -= 1
+
+    return guard
+
+
+async def _read_json(request: web.Request) -> Any:
+    """The request's JSON body; ValueError (a 400 for the client) when it is not usable JSON."""
+    if request.content_type != "application/json":
+        raise TypeError("Send the body as JSON with 'Content-Type: application/json'.")
+    raw = await request.read()
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise ValueError("The body is nested too deeply.") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"The body is not valid JSON ({exc}).") from None
+
+
+def create_app(backend: ChatBackend, *, model_name: str, defaults: GenerationOptions, api_key: str = "",
+               bind_host: str = "127.0.0.1", max_concurrent: int = 8,
+               max_body_bytes: int = 1024 * 1024) -> web.Application:
+    """The app; `defaults.max_new_tokens` caps every request's `max_tokens`."""
     async def models(request: web.Request) -> web.Response:
-        return await check_key(request) or web.json_response(
+        return web.json_response(
             {"object": "list", "data": [{"id": model_name, "object": "model", "owned_by": "local"}]})
 
     async def completions(request: web.Request) -> web.StreamResponse:
-        if denied := await check_key(request):
-            return denied
         try:
-            messages, options, stream = _parse_request(await request.json(), defaults)
-        except json.JSONDecodeError as exc:
-            return _error(400, f"The body is not valid JSON ({exc}).")
-        except ValueError as exc:
-            return _error(400, str(exc))
+            messages, options, stream = _parse_request(await _read_json(request), defaults)
+        except TypeError as exc:
+            return _error(415, str(exc))
+        except (ValueError, RecursionError) as exc:
+            return _error(400, str(exc) or "The request is too deeply nested.")
         ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
 
         def chunk(delta: dict[str, str], finish: str | None) -> bytes:
@@ -99,7 +155,8 @@ def create_app(backend: ChatBackend, *, model_name: str, defaults: GenerationOpt
         await response.write(b"data: [DONE]\n\n")
         return response
 
-    app = web.Application()
+    app = web.Application(client_max_size=max_body_bytes,
+                          middlewares=[_guard(api_key=api_key, bind_host=bind_host, max_concurrent=max_concurrent)])
     app.router.add_get("/v1/models", models)
     app.router.add_post("/v1/chat/completions", completions)
     return app

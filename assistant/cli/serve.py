@@ -20,7 +20,8 @@ async def _serve(config: Config, host: str, port: int) -> int:
 
     backend = await open_backend(config)
     app = create_app(backend, model_name=config.model.name, defaults=default_options(config.model),
-                     api_key=config.openai_api_key)
+                     api_key=config.openai_api_key, bind_host=host,
+                     max_concurrent=config.serve.max_concurrent_requests, max_body_bytes=config.serve.max_body_bytes)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
@@ -35,6 +36,13 @@ async def _serve(config: Config, host: str, port: int) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, config: Config) -> int:
+    from assistant.openai_server import is_loopback
+
+    if not is_loopback(args.host) and not config.openai_api_key:
+        print(f"error: serving on {args.host} lets other machines use the model; set an API key in "
+              f"{config.model.openai_api_key_env} first (clients send it as 'Authorization: Bearer KEY'), "
+              "or bind to 127.0.0.1.")
+        return 2
     return asyncio.run(_serve(config, args.host, args.port))
 
 

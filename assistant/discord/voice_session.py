@@ -19,6 +19,7 @@ import asyncio
 import dataclasses
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,16 @@ logger = logging.getLogger(__name__)
 # How a spoken turn names its speaker. Measured with SmolLM2-135M at temperature 0: "Alice: What is
 # the capital of France?" derails it (it answers "Allemagne, France..."), "Alice says: ..." does not.
 SPOKEN_TURN = "{name} says: {text}"
+
+
+RECOGNITION_BACKLOG = 3  # utterances of one call that may wait for recognition; past it the oldest is dropped
+
+
+class _Waiting:
+    __slots__ = ("dropped",)
+
+    def __init__(self) -> None:
+        self.dropped = False
 
 
 def voice_conversation_key(channel_id: int) -> str:
@@ -88,6 +99,8 @@ class VoiceSession:
         self.transcripts: list[tuple[int, str]] = []  # (user id, text) of every answered utterance
         self._source: FrameQueueSource | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._waiting: deque[_Waiting] = deque()  # utterances waiting for the recogniser, oldest first
+        self._recognizing = asyncio.Lock()
         self.active = False
 
     @property
@@ -163,11 +176,28 @@ class VoiceSession:
             self.listener.receiver.end_now(user_id, speech_end, time.monotonic())
 
     async def _recognize(self, audio: np.ndarray) -> str:
+        """Recognise one utterance. The recogniser serves one at a time, so a call where people talk
+        faster than it keeps up would pile utterances up without end: beyond RECOGNITION_BACKLOG
+        waiting ones the oldest is dropped (heard as nothing) and the log says so."""
+        ticket = _Waiting()
+        self._waiting.append(ticket)
+        if len(self._waiting) > RECOGNITION_BACKLOG:
+            self._waiting.popleft().dropped = True
+            logger.info("Voice channel %s: more than %d utterances waiting for recognition; dropped the oldest",
+                        self.channel_id, RECOGNITION_BACKLOG)
         try:
-            transcript = await self.speech.transcribe(audio)
-        except NoSpeechError:
-            return ""
-        return str(transcript.text)
+            async with self._recognizing:
+                if ticket.dropped:
+                    return ""
+                self._waiting.remove(ticket)
+                try:
+                    transcript = await self.speech.transcribe(audio)
+                except NoSpeechError:
+                    return ""
+                return str(transcript.text)
+        finally:
+            if ticket in self._waiting:
+                self._waiting.remove(ticket)
 
     async def _answer(self, text: str, user_id: int) -> AsyncIterator[str]:
         """The conversation's streamed answer; stored once it finished (a cancelled,

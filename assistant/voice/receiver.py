@@ -80,6 +80,7 @@ class ReceiveStats:
     decode_errors: int = 0
     frames: int = 0
     concealed: int = 0
+    packet_errors: int = 0  # a packet whose decryption, decoding or VAD raised: skipped, the rest go on
 
 
 class SpeakerAudio:
@@ -187,6 +188,15 @@ class VoiceReceiver:
         self.dave.forget(user_id)
 
     def datagram(self, data: bytes, now: float) -> None:
+        """One packet; whatever it makes fail (DAVE, Opus, the VAD) costs this packet only, never the
+        rest of the batch being read from the socket."""
+        try:
+            self._datagram(data, now)
+        except Exception:  # noqa: BLE001 - counted and logged; the receive path must go on
+            self.stats.packet_errors += 1
+            logger.debug("voice packet dropped", exc_info=True)
+
+    def _datagram(self, data: bytes, now: float) -> None:
         if not self.listening:
             return
         self.stats.datagrams += 1
@@ -218,11 +228,15 @@ class VoiceReceiver:
     def tick(self, now: float) -> None:
         """Call every ~20 ms: flushes speakers who went quiet and ends their utterances."""
         for speaker in list(self.speakers.values()):
-            if now - speaker.last_packet >= IDLE_FLUSH_S:
-                held = speaker.jitter.flush()
-                if held:
-                    self._emit(speaker.frames(held, speaker.last_packet, self.stats))
-            self._emit(speaker.tick(now))
+            try:
+                if now - speaker.last_packet >= IDLE_FLUSH_S:
+                    held = speaker.jitter.flush()
+                    if held:
+                        self._emit(speaker.frames(held, speaker.last_packet, self.stats))
+                self._emit(speaker.tick(now))
+            except Exception:  # noqa: BLE001 - one speaker's failure must not stop the others' ticks
+                self.stats.packet_errors += 1
+                logger.debug("voice tick failed for %s", speaker.user_id, exc_info=True)
 
     def end_now(self, user_id: int, speech_end: float, now: float) -> None:
         """The turn model says `user_id`'s pause after `speech_end` ends their turn: end it now."""

@@ -34,7 +34,7 @@ def bot_config(root: Path, repo_config: Config, server: FakeDiscord, **sections:
     raw: dict[str, dict[str, Any]] = {
         "model": {"max_new_tokens": SMALL_REPLY_TOKENS, "max_batch_size": 8},
         "discord": {"api_base": server.api_base, "history_messages": 6},
-        "security": {"admin_user_ids": [server.alice.id], "rate_limit_messages": 50},
+        "security": {"admin_user_ids": [server.alice.id], "rate_limit_messages": 50, "command_rate_limit": 500},
         "storage": {"models_dir": str(repo_config.storage.models_dir),
                     "voices_dir": str(repo_config.storage.voices_dir), "datasets_dir": "datasets",
                     "runs_dir": "runs", "exports_dir": "exports", "database": "data/assistant.sqlite3",

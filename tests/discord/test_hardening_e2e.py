@@ -196,23 +196,13 @@ async def test_generation_slots_are_bounded_bot_wide(env: Env):
     await server.wait_until(lambda: gate.held == 0, timeout=30, what="the slot to be given back")
 
 
-# -- Medium 4: only the servers the operator chose ------------------------------------------
-async def test_the_bot_leaves_servers_it_was_not_allowed_in_and_ignores_their_dms(tmp_path, repo_config, backend):
-    async with FakeDiscord() as server:
-        outsider = server.world.add_user("outsider", member=False)
-        other = server.add_guild("Somebody else's server", members=[outsider])
-        config = bot_config(tmp_path, repo_config, server,
-                            security={"allowed_guild_ids": [server.world.guild.id]})
-        async with running_bot(server, config, backend) as bot:
-            await server.wait_until(lambda: other.guild_id in server.left_guilds, timeout=30,
-                                    what="the bot to leave the other server")
-            later = server.add_guild("Invited later", members=[outsider])
-            await server.wait_until(lambda: later.guild_id in server.left_guilds, timeout=30,
-                                    what="the bot to leave the server it was invited to")
-            dm = server.send_message(server.dm_channel(outsider), outsider, "!hi")
-            member_dm = server.send_message(server.dm_channel(server.bob), server.bob, "!hi")
-            await server.wait_for_bot_message(server.dm_channel(server.bob), lambda m: m.id > member_dm.id, timeout=30)
-            here = server.send_message(server.general, server.bob, "!hi")
-            await server.wait_for_bot_message(server.general, lambda m: m.id > here.id, timeout=30)
-            assert not [m for m in server.bot_messages(server.dm_channel(outsider)) if m.id > dm.id]
-            assert bot.guild_gate.known_member(outsider.id) is False
+# -- Low ---------------------------------------------------------------------------------------
+async def test_getfile_autocomplete_lists_exports_to_admins_only(env: Env):
+    server = env.server
+    exports = env.config.storage.exports_dir
+    exports.mkdir(parents=True, exist_ok=True)
+    (exports / "private-report.txt").write_text("for admins", encoding="utf-8")
+    asked = server.invoke_autocomplete("getfile", {"name": "priv"}, "name", user=server.bob)
+    assert await server.wait_for_choices(asked) == []
+    asked = server.invoke_autocomplete("getfile", {"name": "priv"}, "name", user=server.alice)
+    assert [c["value"] for c in await server.wait_for_choices(asked)] == ["private-report.txt"]

@@ -69,30 +69,29 @@ async def test_rest_429_is_waited_out(env):
     assert reply.content
 
 
-async def test_burst_of_200_messages_from_20_users(env):
+async def test_burst_of_200_mixed_messages_from_20_users(env):
+    """20 users at once: mentions, commands (one with @everyone), `test`, `correct:` replies,
+    reactions and a 1 MB `test` array: every message answered or politely throttled, nobody
+    pinged, memory bounded. Figures (heartbeat, RSS, latency): bench/bench_hardening.py."""
+    from tests.discord.burst import fire, prepare
+
     server, bot = env
     process = psutil.Process()
     rss_before = process.memory_info().rss
-    users = [server.add_user(f"burst{i}") for i in range(20)]
-    channels = [server.add_text_channel(f"burst-{i}") for i in range(20)]
-    sent = []
-    for round_ in range(10):
-        for user, channel in zip(users, channels):
-            sent.append(server.send_message(channel, user, f"<@{server.bot.id}> Say hi #{round_}."))
-
-    def all_handled() -> bool:
-        replied = {int(m.reference["message_id"]) for m in server.bot_messages()
-                   if m.reference and finished(m)}
-        return all(m.id in replied or server.bot.id in m.reactions.get("⏳", []) for m in sent)
-
-    await server.wait_until(all_handled, timeout=300, what="every burst message handled")
-    answered = [m for m in sent if not server.bot.id in m.reactions.get("⏳", [])]
-    per_user = {u.id: sum(1 for m in sent if m.author.id == u.id and m in answered) for u in users}
-    # 3 generated answers per user, plus one polite "slow down" reply; the rest get a ⏳ reaction.
-    assert all(n == 4 for n in per_user.values()), per_user
-    polite = [m for m in server.bot_messages() if "faster than I can answer" in m.content]
-    assert len(polite) == 20
+    burst = await prepare(server, 20)
+    fire(server, burst)
+    await server.wait_until(lambda: burst.all_handled(server), timeout=600, what="every burst message handled")
+    outcomes = burst.outcomes(server)
+    assert outcomes["pending"] == 0 and outcomes["answered"] and outcomes["throttled"], outcomes
+    assert len(burst.sent) == 180 and burst.reactions == 20
+    mentions = [m for m in burst.sent if m.content.startswith("<@")]
+    per_user = {u.id: sum(1 for m in mentions if m.author.id == u.id and burst.outcome(server, m) == "answered")
+                for u in burst.users}
+    assert all(n <= 3 for n in per_user.values()), per_user  # security.rate_limit_messages = 3
+    assert not [m for m in server.bot_messages() if m.mention_everyone or m.mention_roles]
     assert len(bot.services.limiter._hits) <= bot.services.limiter.max_users
+    await server.wait_until(lambda: bot.services.limits.generations.held == 0, timeout=60,
+                            what="every generation slot given back")
     assert process.memory_info().rss - rss_before < 400 * 1024 * 1024
 
 

@@ -122,3 +122,21 @@ def test_unknown_ssrc_self_and_stop() -> None:
     call.receiver.stop()
     call.play(alice.talk(voice_like(0.5)))
     assert not call.events and not call.receiver.speakers
+
+
+def test_a_packet_that_makes_decryption_raise_costs_only_that_packet() -> None:
+    call = Call()
+    alice = call.member(2, 20)
+    packets = alice.talk(voice_like(1.0))
+    dave = call.receiver.dave
+    real_decrypt, calls = dave.decrypt, []
+
+    def flaky(user_id: int, payload: bytes) -> bytes | None:  # a DAVE library bug on one frame
+        calls.append(payload)
+        if len(calls) == 10:
+            raise RuntimeError("decryptor blew up")
+        return real_decrypt(user_id, payload)
+
+    dave.decrypt = flaky  # type: ignore[method-assign]
+    call.play(packets)
+    assert len(call.utterances()) == 1 and call.receiver.stats.packet_errors == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from typing import Any
@@ -77,7 +78,7 @@ class Chat(commands.Cog):
             async with self.services.limits.generating():
                 await self.answer(message, heard=heard)
         except Exception as exc:  # noqa: BLE001 - one friendly reply, traceback logged
-            await replies.report(message.channel.send, exc)
+            await replies.report(functools.partial(message.reply, mention_author=False), exc)
 
     def _names(self, message: nextcord.Message) -> list[str]:
         """What people call the bot aloud: the wake words, its user name and its name in this server."""

@@ -62,6 +62,11 @@ class Files(commands.Cog):
 
     @getfile_slash.on_autocomplete("name")
     async def getfile_names(self, interaction: nextcord.Interaction, name: str) -> None:
+        user = interaction.user
+        roles = [role.id for role in getattr(user, "roles", [])]
+        if user is None or not self.services.is_admin(user.id, roles):
+            await interaction.response.send_autocomplete([])  # what is in exports is admin business
+            return
         names = await asyncio.to_thread(list_files, self.services.config.storage.exports_dir)
         await interaction.response.send_autocomplete(matching(names, name))
 

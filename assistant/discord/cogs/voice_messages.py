@@ -78,7 +78,7 @@ class VoiceMessages(commands.Cog):
         if not text:
             raise NoSpeechError("I couldn't hear any words in that recording; try again a little closer "
                                 "to the microphone.")
-        logger.info("Heard: %s", text)
+        logger.debug("Heard: %s", text)  # what people say is private: not in the INFO log
         return text
 
     async def addressed_transcript(self, attachment: nextcord.Attachment, names: list[str]) -> str | None:
@@ -95,7 +95,7 @@ class VoiceMessages(commands.Cog):
             return None
         if len(opening) < len(samples):
             text = await self._recognise(samples)
-        logger.info("Heard (addressed): %s", text)
+        logger.debug("Heard (addressed): %s", text)
         return text or None
 
     async def reply_with_voice(self, message: nextcord.Message, text: str, timing: TurnTiming) -> None:
