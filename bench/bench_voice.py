@@ -115,7 +115,10 @@ async def speak_turn(server: Any, session: Any, pcm: np.ndarray, pause_end: floa
             return None
         return next((p.at for p in cap.packets if p.at > end and not p.silence and p.pcm.any()), None)
 
-    first = await server.world.wait_until(answered, 120, "the spoken answer")
+    try:
+        first = await server.world.wait_until(answered, 30, "the spoken answer")
+    except TimeoutError:  # not recognised (empty transcript) or not spoken: counted, not timed
+        return {"unanswered": 1.0}
     await server.world.wait_until(lambda: not session.dialog.playing, 120, "the answer to finish")
     await asyncio.sleep(0.4)
     row: dict[str, float] = {"outside_first_audio": first - end}
@@ -188,7 +191,7 @@ async def run_mode(mode: str, repo_config: Any, backend: Any, sets: dict[str, An
                     for n in range(turns):
                         pcm, pause_end = items[n % len(items)]
                         rows.append(await speak_turn(server, session, pcm, pause_end, ended))
-                        print(f"{mode} {name} {n + 1}/{turns}: {rows[-1]['outside_first_audio'] * 1000:.0f} ms"
+                        print(f"{mode} {name} {n + 1}/{turns}: {rows[-1].get('outside_first_audio', -1) * 1000:.0f} ms"
                               f" p={rows[-1].get('p', -1):.2f} verdicts={session.dialog.verdicts[-2:]}"
                               + (" CUT" if rows[-1].get("cut_off") else ""), flush=True)
                     results[name] = rows
@@ -241,8 +244,8 @@ def report(out: dict[str, Any], sets: dict[str, Any], turns: int, tokens: int, l
         "",
         "## End of speech → first reply audio packet (outside clock), and cut-offs",
         "",
-        "| set | end_of_turn | turns | p50 ms | p95 ms | cut off mid-sentence | ended by the model |",
-        "|---|---|---|---|---|---|---|",
+        "| set | end_of_turn | turns | unanswered | p50 ms | p95 ms | cut off mid-sentence | ended by the model |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name in sets:
         for mode in MODES:
@@ -250,7 +253,9 @@ def report(out: dict[str, Any], sets: dict[str, Any], turns: int, tokens: int, l
             cut = [r["cut_off"] for r in rows if "cut_off" in r]
             cut_cell = f"{sum(cut):.0f}/{len(cut)} ({100 * sum(cut) / len(cut):.0f} %)" if cut else "–"
             by_model = sum(r.get("by_model", 0) for r in rows)
-            lines.append(f"| {name} | {mode} | {len(rows)} | {cells(rows, 'outside_first_audio')} | {cut_cell} | "
+            unanswered = sum(r.get("unanswered", 0) for r in rows)
+            lines.append(f"| {name} | {mode} | {len(rows)} | {unanswered:.0f} | {cells(rows, 'outside_first_audio')} | "
+                         f"{cut_cell} | "
                          f"{by_model:.0f}/{len(rows)} |")
     lines += ["", "## Stages inside the bot (its VAD's end of speech → stage), p50 | p95 ms", "",
               "| set | end_of_turn | turn ended | recognised | first token | first audio sent |",
@@ -267,14 +272,15 @@ def report(out: dict[str, Any], sets: dict[str, Any], turns: int, tokens: int, l
         lines.append(f"| {mode} | {len(stops)} | {sum(stops)} ({100 * sum(stops) / max(1, len(stops)):.0f} %) |")
     lines.append("(Counted only when the interjection reached the bot while it was speaking: "
                  "the VAD called it speech and a barge-in began.)")
-    model_all = [r["outside_first_audio"] for name in sets for r in out["model"][0][name] if name != "pause"]
+    model_all = [r["outside_first_audio"] for name in sets for r in out["model"][0][name]
+                 if name != "pause" and "outside_first_audio" in r]
     p50, p95 = percentile(model_all, 50), percentile(model_all, 95)
-    cut_model = [r["cut_off"] for r in out["model"][0]["pause"]]
+    cut_model = [r["cut_off"] for r in out["model"][0]["pause"] if "cut_off" in r]
     stops_model = out["model"][1]
     lines += ["", f"Goals (model mode, piper + espeak sets): p50 ≤ 500 ms: {'met' if p50 <= 0.5 else 'missed'} "
               f"({p50 * 1000:.0f} ms); p95 ≤ 800 ms: {'met' if p95 <= 0.8 else 'missed'} ({p95 * 1000:.0f} ms); "
               f"cut-offs ≤ 5 %: {'met' if sum(cut_model) <= 0.05 * len(cut_model) else 'missed'} "
-              f"({100 * sum(cut_model) / len(cut_model):.0f} %); false barge-in stops ≤ 10 %: "
+              f"({100 * sum(cut_model) / max(1, len(cut_model)):.0f} %); false barge-in stops ≤ 10 %: "
               f"{'met' if sum(stops_model) <= 0.1 * max(1, len(stops_model)) else 'missed'} "
               f"({100 * sum(stops_model) / max(1, len(stops_model)):.0f} %).",
               f"Speculative attempts thrown away: model {out['model'][2]}, silence {out['silence'][2]}."]
@@ -285,7 +291,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--turns", type=int, default=20)
     parser.add_argument("--backchannels", type=int, default=10)
-    parser.add_argument("--max-new-tokens", type=int, default=16)
+    parser.add_argument("--max-new-tokens", type=int, default=8)
     args = parser.parse_args()
     started = time.perf_counter()
     lines = asyncio.run(bench(args.turns, args.max_new_tokens, args.backchannels))

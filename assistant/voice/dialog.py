@@ -101,6 +101,12 @@ class VoiceDialog:
 
     def on_event(self, event: SpeechEvent) -> None:
         """Feed every SpeechEvent here (from the listener, on the event loop)."""
+        held = self._held
+        if held is not None and held.user_id == event.user_id and event.kind in (
+                Event.STARTED, Event.PAUSED, Event.RESUMED):
+            held.quiet = event.kind is Event.PAUSED
+            if held.overdue and not held.quiet:  # talking on past a backchannel's length
+                self._cut()
         if event.kind is Event.STARTED:
             if self._held is None and should_barge_in(self.barge_in, event.user_id, self.answering_user,
                                                       self.playing):
@@ -111,13 +117,6 @@ class VoiceDialog:
                     self.pause_playback()
                     self._held = _Hold(event.user_id, asyncio.get_running_loop().call_later(
                         BACKCHANNEL_MAX_S, self._held_too_long))
-            elif self._held is not None and self._held.user_id == event.user_id:
-                self._held.quiet = False
-        elif self._held is not None and self._held.user_id == event.user_id and event.kind in (
-                Event.PAUSED, Event.RESUMED):
-            self._held.quiet = event.kind is Event.PAUSED
-            if event.kind is Event.RESUMED and self._held.overdue:
-                self._cut()
         elif event.kind is Event.PAUSED and event.audio is not None:
             self._discard(event.user_id)
             self._speculative[event.user_id] = self._start(event, speculative=True)

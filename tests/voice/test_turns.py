@@ -242,3 +242,14 @@ def test_a_transcript_that_trails_off_sounds_unfinished(text: str, unfinished: b
 ])
 def test_backchannels_are_a_few_listening_words_or_none(text: str, expected: bool) -> None:
     assert is_backchannel(text) is expected
+
+
+def test_listen_settings_come_from_the_voice_config() -> None:
+    from assistant.config import VoiceConfig
+    from assistant.voice.receiver import ListenSettings
+
+    s = ListenSettings.from_config(VoiceConfig(end_of_turn="silence", speculate_after_ms=0, turn_check_ms=150,
+                                               max_pause_ms=2000))
+    assert (s.end_of_turn, s.turn_check_s, s.max_pause_s, s.silence_s) == ("silence", 0.15, 2.0, 0.6)
+    seg = UtteranceSegmenter(s.silence_s, s.speculative_s, end_of_turn=s.end_of_turn)
+    assert seg.speculative_s == seg.silence_s == 0.6, "speculation off: recognise once the utterance ended"

@@ -136,8 +136,12 @@ class Voice(commands.Cog):
         await inv.send(f"Joined {voice.channel.name}; I'll speak my answers to you there{note}. "
                        "`leave` makes me go.")
         if self.services.config.voice.listen and self.services.speech is not None and inv.guild.id not in self.sessions:
-            session = self.start_listening(inv.guild, vc,
-                                           system_prompt=await self.services.system_prompt_for(voice.channel))
+            try:
+                session = self.start_listening(inv.guild, vc,
+                                               system_prompt=await self.services.system_prompt_for(voice.channel))
+            except AssistantError as exc:  # e.g. the turn model is not provisioned: say so, stay joined
+                await inv.send(f"I can't listen in {voice.channel.name}: {exc}")
+                return
             session.address(inv.user.id)  # whoever typed `join` is talking to us from now on
             name = getattr(inv.user, "display_name", None) or "you"
             await inv.send(listening_notice(voice.channel.name, self.services.config.voice, name))
