@@ -75,7 +75,7 @@ def max_tokens_for(seconds: float) -> int:
 
 
 def whisper_params(options: RecognitionOptions, *, language: str, threads: int, audio_ctx: int,
-                   max_tokens: int = 0, temperature: float = 0.0) -> dict[str, Any]:
+                   max_tokens: int = 0, temperature: float = 0.0, fallback: bool = True) -> dict[str, Any]:
     """Every decoding parameter we rely on, passed on every call (pywhispercpp keeps them otherwise).
 
     A clip-sized window holds the whole clip, so it is decoded as one segment: otherwise
@@ -93,7 +93,7 @@ def whisper_params(options: RecognitionOptions, *, language: str, threads: int, 
         "strategy": strategy.WHISPER_SAMPLING_BEAM_SEARCH if beam else strategy.WHISPER_SAMPLING_GREEDY,
         "beam_search": {"beam_size": options.beam_size if beam else -1, "patience": -1.0},
         "greedy": {"best_of": options.best_of},
-        "temperature": temperature, "temperature_inc": options.temperature_increment,
+        "temperature": temperature, "temperature_inc": options.temperature_increment if fallback else 0.0,
         "entropy_thold": options.entropy_threshold, "logprob_thold": options.logprob_threshold,
         "no_speech_thold": options.no_speech_threshold, "length_penalty": -1.0, "max_initial_ts": 1.0,
         "suppress_blank": True, "suppress_nst": True, "suppress_regex": "",

