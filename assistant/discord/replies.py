@@ -44,6 +44,47 @@ async def keep_typing(channel: Any, pacer: TypingPacer) -> None:
             await asyncio.sleep(pacer.every / 4)
 
 
+async def _consume(deltas: AsyncIterator[str], result: StreamResult, parts: list[str],
+                   on_delta: Callable[[str], Awaitable[None] | None] | None,
+                   changed: asyncio.Event, finished: asyncio.Event) -> None:
+    """Collect the deltas (noting when the first came) and wake the writer after each one."""
+    try:
+        async for delta in deltas:
+            if result.first_token is None:
+                result.first_token = time.monotonic()
+            parts.append(delta)
+            result.deltas += 1
+            if on_delta is not None:
+                maybe = on_delta(delta)
+                if maybe is not None:
+                    await maybe
+            changed.set()
+    finally:
+        result.done = time.monotonic()
+        finished.set()
+        changed.set()
+
+
+async def _show(channel: Any, text: str, cursor: str, *, result: StreamResult, shown: list[str],
+                throttle: EditThrottle, reference: Any) -> bool:
+    """Bring the messages up to `text` (edits, then new messages past 2,000 characters); True if one was sent."""
+    sent_any = False
+    for index, content in plan_updates(shown, text, cursor=cursor):
+        async with throttle.pace(channel.id):
+            if index < len(result.messages):
+                await result.messages[index].edit(content=content)
+                shown[index] = content
+                continue
+            if not result.messages and reference is not None:
+                sent = await channel.send(content=content, reference=reference, mention_author=False)
+            else:
+                sent = await channel.send(content=content)
+        result.messages.append(sent)
+        shown.append(content)
+        sent_any = True
+    return sent_any
+
+
 async def stream_reply(channel: Any, deltas: AsyncIterator[str], *, throttle: EditThrottle, typing: TypingPacer,
                        reference: Any = None, on_delta: Callable[[str], Awaitable[None] | None] | None = None,
                        on_complete: Callable[[str, Any], Awaitable[None]] | None = None) -> StreamResult:
@@ -55,28 +96,9 @@ async def stream_reply(channel: Any, deltas: AsyncIterator[str], *, throttle: Ed
     """
     result = StreamResult()
     parts: list[str] = []
-    changed = asyncio.Event()
-    finished = asyncio.Event()
-
-    async def consume() -> None:
-        try:
-            async for delta in deltas:
-                if result.first_token is None:
-                    result.first_token = time.monotonic()
-                parts.append(delta)
-                result.deltas += 1
-                if on_delta is not None:
-                    maybe = on_delta(delta)
-                    if maybe is not None:
-                        await maybe
-                changed.set()
-        finally:
-            result.done = time.monotonic()
-            finished.set()
-            changed.set()
-
+    changed, finished = asyncio.Event(), asyncio.Event()
     typist = asyncio.create_task(keep_typing(channel, typing))
-    producer = asyncio.create_task(consume())
+    producer = asyncio.create_task(_consume(deltas, result, parts, on_delta, changed, finished))
     shown: list[str] = []
     completed = False
     try:
@@ -84,24 +106,12 @@ async def stream_reply(channel: Any, deltas: AsyncIterator[str], *, throttle: Ed
             await changed.wait()
             changed.clear()
             is_done = finished.is_set()
-            text = "".join(parts).strip()
-            if is_done and not text:
-                text = EMPTY_ANSWER
+            text = "".join(parts).strip() or (EMPTY_ANSWER if is_done else "")
             if is_done and on_complete is not None and result.messages and not completed:
                 completed = True
                 await on_complete(text, result.messages[0])
-            for index, content in plan_updates(shown, text, cursor="" if is_done else CURSOR):
-                async with throttle.pace(channel.id):
-                    if index < len(result.messages):
-                        await result.messages[index].edit(content=content)
-                        shown[index] = content
-                        continue
-                    if not result.messages and reference is not None:
-                        sent = await channel.send(content=content, reference=reference, mention_author=False)
-                    else:
-                        sent = await channel.send(content=content)
-                result.messages.append(sent)
-                shown.append(content)
+            if await _show(channel, text, "" if is_done else CURSOR, result=result, shown=shown,
+                           throttle=throttle, reference=reference):
                 typist.cancel()
             if is_done and not plan_updates(shown, text):
                 if on_complete is not None and result.messages and not completed:
