@@ -106,7 +106,7 @@ async def main(steps: int | None) -> None:
     trained = await train_while_answering(config, engine, root, steps)
     adapter = root / "runs" / "facts" / "adapter"
     await engine.load_adapter("facts", str(adapter))
-    items = paraphrase_items() + parse_items((root / "runs" / "facts" / "gate-items.jsonl").read_bytes(), "run") + \
+    items = paraphrase_items() + [GateItem(f["prompt"], f["expected"], "contains", "taught") for f in FACTS] + \
         parse_items(config.storage.control_set.read_bytes(), "control", group="control")
     kw = {"system_prompt": config.model.system_prompt, "min_control_kept": config.finetune.min_control_kept}
     memory_only = await run_gate(engine, None, items, notes=memory.notes, **kw)

@@ -218,12 +218,13 @@ class JobRunner:
             try:
                 proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                         cwd=Path(__file__).resolve().parents[1], start_new_session=True,
-                                        env=job_environment(self.env), preexec_fn=_lower_priority)
+                                        env=job_environment(self.env))
             except OSError as exc:
                 self.store.update_job(job.id, state="failed", error=f"could not start: {exc}")
                 return
             finally:
                 log.close()
+            _lower_priority(proc.pid)
             self._procs[job.id] = proc
             self.store.update_job(job.id, pid=proc.pid)
             logger.info("Started job %s (pid %d): %s", job.id, proc.pid, " ".join(cmd))
@@ -278,10 +279,12 @@ def job_environment(env: dict[str, str] | None) -> dict[str, str]:
     return merged
 
 
-def _lower_priority() -> None:
-    """In the child before exec: training yields the CPU to the bot's answers (nice 10)."""
+def _lower_priority(pid: int) -> None:
+    """Training yields the CPU to the bot's answers (nice 10). Set from the parent right after the
+    start (a `preexec_fn` is unsafe in the bot's threaded process); torch starts its worker threads
+    seconds later, while loading the model, and they inherit it."""
     try:
-        os.nice(10)
+        os.setpriority(os.PRIO_PROCESS, pid, 10)
     except OSError:
         pass
 
