@@ -214,3 +214,23 @@ def test_training_leaves_a_core_to_the_bot(tmp_path: Path) -> None:
     assert thread_budget(parse_config({"finetune": {"threads": 3}}), beside_engine=True) == []
     assert job_environment({"PATH": "/bin"}) == {"PATH": "/bin", "OMP_WAIT_POLICY": "PASSIVE"}
     assert job_environment({"OMP_WAIT_POLICY": "ACTIVE"})["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_terminal_review_lists_approves_and_rejects(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from finetune.cli import main as finetune_main
+
+    (tmp_path / "config.toml").write_text(f'[storage]\ndatabase = "{tmp_path / "db.sqlite3"}"\n', encoding="utf-8")
+    with Store.open(tmp_path / "db.sqlite3") as s:
+        for n in range(3):
+            s.submit_correction(prompt=f"Q{n}", original_reply="?", correction=f"A{n}", user_id="u7" if n else "u8")
+    base = ["--config", str(tmp_path / "config.toml"), "feedback"]
+    assert finetune_main([*base, "list"]) == 0
+    assert "3 item(s)" in capsys.readouterr().out
+    assert finetune_main([*base, "reject", "c1"]) == 0
+    assert finetune_main([*base, "approve", "--user", "u7"]) == 0
+    assert "approved 2 item(s) by u7" in capsys.readouterr().out
+    assert finetune_main([*base, "approve", "c9"]) == ReviewError.exit_code
+    assert "no review item c9" in capsys.readouterr().err
+    assert finetune_main([*base, "list", "--status", "approved"]) == 0
+    out = capsys.readouterr().out
+    assert "c2" in out and "c3" in out and "c1 " not in out
