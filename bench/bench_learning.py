@@ -109,9 +109,13 @@ async def main(steps: int | None) -> None:
     items = paraphrase_items() + [GateItem(f["prompt"], f["expected"], "contains", "taught") for f in FACTS] + \
         parse_items(config.storage.control_set.read_bytes(), "control", group="control")
     kw = {"system_prompt": config.model.system_prompt, "min_control_kept": config.finetune.min_control_kept}
+    print(f"trained: {trained}", flush=True)
     memory_only = await run_gate(engine, None, items, notes=memory.notes, **kw)
+    print(f"memory only: {memory_only.summary()}", flush=True)
     adapter_only = await run_gate(engine, "facts", items, notes=None, **kw)
+    print(f"adapter only: {adapter_only.summary()}", flush=True)
     both = await run_gate(engine, "facts", items, notes=memory.notes, **kw)
+    print(f"adapter + memory: {both.summary()}", flush=True)
     base_rate = statistics.median([await decode_rate(engine, None) for _ in range(2)])
     tuned_rate = statistics.median([await decode_rate(engine, "facts") for _ in range(2)])
     engine.close()
