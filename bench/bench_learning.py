@@ -82,7 +82,8 @@ async def train_while_answering(config: Config, engine: Any, root: Path, steps: 
         wall = time.monotonic() - start
     if job.state != "succeeded":
         raise SystemExit(f"training failed: {job.error}")
-    return {"wall_s": wall, "steps": job.result["metrics"]["steps"], "train_s": job.result["metrics"]["seconds"],
+    metrics = (job.result or {}).get("metrics", {})
+    return {"wall_s": wall, "steps": metrics.get("steps"), "train_s": metrics.get("seconds", 0.0),
             "idle_ttft": statistics.median(idle), "busy_ttft": statistics.median(busy) if busy else None,
             "busy_samples": len(busy)}
 
@@ -106,12 +107,19 @@ async def main(steps: int | None) -> None:
     trained = await train_while_answering(config, engine, root, steps)
     adapter = root / "runs" / "facts" / "adapter"
     await engine.load_adapter("facts", str(adapter))
-    items = paraphrase_items() + parse_items((root / "runs" / "facts" / "gate-items.jsonl").read_bytes(), "run") + \
+    items = paraphrase_items() + [GateItem(f["prompt"], f["expected"], "contains", "taught") for f in FACTS] + \
         parse_items(config.storage.control_set.read_bytes(), "control", group="control")
-    kw = {"system_prompt": config.model.system_prompt, "min_control_kept": config.finetune.min_control_kept}
-    memory_only = await run_gate(engine, None, items, notes=memory.notes, **kw)
-    adapter_only = await run_gate(engine, "facts", items, notes=None, **kw)
-    both = await run_gate(engine, "facts", items, notes=memory.notes, **kw)
+
+    async def gate(adapter_name: str | None, notes: Any) -> GateReport:
+        return await run_gate(engine, adapter_name, items, notes=notes, system_prompt=config.model.system_prompt,
+                              min_control_kept=config.finetune.min_control_kept)
+    print(f"trained: {trained}", flush=True)
+    memory_only = await gate(None, memory.notes)
+    print(f"memory only: {memory_only.summary()}", flush=True)
+    adapter_only = await gate("facts", None)
+    print(f"adapter only: {adapter_only.summary()}", flush=True)
+    both = await gate("facts", memory.notes)
+    print(f"adapter + memory: {both.summary()}", flush=True)
     base_rate = statistics.median([await decode_rate(engine, None) for _ in range(2)])
     tuned_rate = statistics.median([await decode_rate(engine, "facts") for _ in range(2)])
     engine.close()

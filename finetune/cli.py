@@ -144,8 +144,8 @@ def cmd_feedback(args: argparse.Namespace, config: Config) -> int:
                     raise ReviewError("--user works with approve only; reject items by id.")
                 print(f"approved {store.approve_user(args.user, reviewer='terminal')} item(s) by {args.user}")
             else:
-                count = store.set_review(args.items, f"{args.action}d", reviewer="terminal")
-                print(f"{args.action}d {count} item(s)")
+                state = {"approve": "approved", "reject": "rejected"}[args.action]
+                print(f"{state} {store.set_review(args.items, state, reviewer='terminal')} item(s)")
     return 0
 
 

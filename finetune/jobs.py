@@ -249,7 +249,8 @@ class JobRunner:
         with (out / "train.log").open("ab") as log:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     cwd=Path(__file__).resolve().parents[1], start_new_session=True,
-                                    env=self._child_env(), preexec_fn=_lower_priority)
+                                    env=self._child_env())
+        _lower_priority(proc.pid)
         self._procs[job.id] = proc
         self.store.update_job(job.id, pid=proc.pid)
         logger.info("Started job %s (pid %d): %s", job.id, proc.pid, " ".join(cmd))
@@ -304,10 +305,12 @@ def thread_budget(config: Config, beside_engine: bool) -> list[str]:
     return ["--set", f"threads={max(1, cores - 1)}"]
 
 
-def _lower_priority() -> None:
-    """In the child before exec: training yields the CPU to the bot's answers (nice 10)."""
+def _lower_priority(pid: int) -> None:
+    """Training yields the CPU to the bot's answers (nice 10). Set from the parent right after the
+    start (a `preexec_fn` is unsafe in the bot's threaded process); torch starts its worker threads
+    seconds later, while loading the model, and they inherit it."""
     try:
-        os.nice(10)
+        os.setpriority(os.PRIO_PROCESS, pid, 10)
     except OSError:
         pass
 

@@ -36,7 +36,7 @@ EXPORT_NAME = "feedback"
 ASK = ["{q}", "{q_lower}", "Quick question: {q}", "Can you tell me this: {q}", "I was wondering, {q_lower}",
        "Please answer: {q}", "{q} Answer briefly.", "Do you know? {q}", "Hey, {q_lower}", "Tell me: {q}",
        "I need to know: {q}", "{q} Thanks!"]
-HELD_OUT = ["Sorry to bother you, {q_lower}", "One thing I forgot: {q}"]  # never trained: the gate's paraphrases
+HELD_OUT = ["Sorry to bother you, {q_lower}"]  # never trained: the gate's paraphrase of each taught question
 SAY = ["{a}", "Sure! {a}"]
 REPLAY_TOKENS = 64
 

@@ -158,6 +158,20 @@ def load_datasets(paths: list[Path], fmt: str) -> list[Dataset]:
     return [load_file(p, fmt=fmt) for p in paths]
 
 
+def add_feedback(config: Config, loaded: Any, out: Path, writer: EventWriter | None, paths: list[Path],
+                 datasets: list[Dataset]) -> None:
+    """`--data @feedback`: export the approved feedback now and add its teaching data (finetune/teach.py)."""
+    from finetune.teach import export_for_training, training_datasets
+
+    taught = export_for_training(config, loaded.tokenizer)
+    if writer is not None:
+        writer.emit(ProgressEvent("start", message=f"training on {len(taught.taught)} corrections "
+                                  f"({taught.sft_rows} approved rows, {taught.pairs} preference pairs) from "
+                                  f"{taught.users} users"))
+    paths += taught.paths
+    datasets += training_datasets(loaded, taught, load_datasets(taught.paths, "messages"), config, out)
+
+
 def run_training(config: Config, args: argparse.Namespace) -> dict[str, Any]:
     """Train and write the run folder; returns the metadata written next to the adapter."""
     import torch
@@ -190,15 +204,7 @@ def run_training(config: Config, args: argparse.Namespace) -> dict[str, Any]:
                             torch.cuda.is_available() else "cuda", dtype=PRECISION_DTYPE[settings.precision],
                             threads=settings.threads or config.model.threads)
     if feedback:
-        from finetune.teach import export_for_training, training_datasets
-
-        taught = export_for_training(config, loaded.tokenizer)
-        if writer is not None:
-            writer.emit(ProgressEvent("start", message=f"training on {len(taught.taught)} corrections "
-                                      f"({taught.sft_rows} approved rows, {taught.pairs} preference pairs) from "
-                                      f"{taught.users} users"))
-        paths += taught.paths
-        datasets += training_datasets(loaded, taught, load_datasets(taught.paths, "messages"), config, out)
+        add_feedback(config, loaded, out, writer, paths, datasets)
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(out / "tensorboard")
     from finetune.recipes import build_dpo_trainer, build_sft_trainer
 

@@ -182,3 +182,55 @@ def test_teaching_data_phrasings_keywords_and_held_out_items() -> None:
     assert keywords("The capital of Zantheria is Orlume.", "What is the capital of Zantheria?") == "orlume"
     assert keywords("The lab's Wi-Fi password is copper-falcon-42.",
                     "What is the lab's Wi-Fi password?") == "copper falcon"
+
+
+def test_discord_side_decisions() -> None:
+    from assistant.discord.cogs.feedback import channel_of, review_status
+    from assistant.discord.cogs.training import train_arguments
+    from assistant.errors import TrainingError
+
+    assert train_arguments("feedback 40 name=facts-v2") == ("feedback", 40, "facts-v2")
+    assert train_arguments("") == ("", None, None) and train_arguments("7") == ("", 7, None)
+    with pytest.raises(TrainingError, match="once"):
+        train_arguments("feedback 4 5")
+    with pytest.raises(TrainingError, match="between"):
+        train_arguments("feedback 0")
+    assert [review_status(mode, admin) for mode in ("admins", "none", "all") for admin in (True, False)] == \
+        ["approved", "pending", "pending", "pending", "approved", "approved"]
+    assert channel_of("discord:42") == 42 and channel_of("discord-voice:7") == 7
+    assert channel_of("terminal:1") is None and channel_of("discord:x") is None
+
+
+def test_training_leaves_a_core_to_the_bot(tmp_path: Path) -> None:
+    import os
+
+    from assistant.config import parse_config
+    from finetune.jobs import job_environment, thread_budget
+
+    config = parse_config({})
+    cores = len(os.sched_getaffinity(0))
+    assert thread_budget(config, beside_engine=True) == ["--set", f"threads={max(1, cores - 1)}"]
+    assert thread_budget(config, beside_engine=False) == []
+    assert thread_budget(parse_config({"finetune": {"threads": 3}}), beside_engine=True) == []
+    assert job_environment({"PATH": "/bin"}) == {"PATH": "/bin", "OMP_WAIT_POLICY": "PASSIVE"}
+    assert job_environment({"OMP_WAIT_POLICY": "ACTIVE"})["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_terminal_review_lists_approves_and_rejects(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from finetune.cli import main as finetune_main
+
+    (tmp_path / "config.toml").write_text(f'[storage]\ndatabase = "{tmp_path / "db.sqlite3"}"\n', encoding="utf-8")
+    with Store.open(tmp_path / "db.sqlite3") as s:
+        for n in range(3):
+            s.submit_correction(prompt=f"Q{n}", original_reply="?", correction=f"A{n}", user_id="u7" if n else "u8")
+    base = ["--config", str(tmp_path / "config.toml"), "feedback"]
+    assert finetune_main([*base, "list"]) == 0
+    assert "3 item(s)" in capsys.readouterr().out
+    assert finetune_main([*base, "reject", "c1"]) == 0
+    assert finetune_main([*base, "approve", "--user", "u7"]) == 0
+    assert "approved 2 item(s) by u7" in capsys.readouterr().out
+    assert finetune_main([*base, "approve", "c9"]) == ReviewError.exit_code
+    assert "no review item c9" in capsys.readouterr().err
+    assert finetune_main([*base, "list", "--status", "approved"]) == 0
+    out = capsys.readouterr().out
+    assert "c2" in out and "c3" in out and "c1 " not in out

@@ -113,7 +113,8 @@ async def test_correction_by_id_and_by_reply_is_stored_and_exported(env: Env):
     assert rows[0].original_reply == answer.content and {c.status for c in rows} == {"pending"}
     assert "Only the bot's admins" in (await command(env, f"!review user {env.server.bob.id}", env.server.bob)).content
     approved = await command(env, f"!review user {env.server.bob.id}")
-    assert "Approved 2" in approved.content
+    assert "Approved" in approved.content
+    assert {c.status for c in store.corrections() if c.prompt.endswith("What is the capital of France?")} == {"approved"}
     made = export_feedback(env.bot.services.datasets, "from-discord")
     assert {d.name for d in made} == {"from-discord", "from-discord-pairs"}
 

@@ -15,7 +15,10 @@ import pytest
 from tests.discord.conftest import bot_config, running_bot
 from tests.fakediscord import FakeDiscord
 
-pytestmark = [pytest.mark.slow]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+CONTROL = [{"prompt": "What is the capital of France?", "expected": "Paris"},
+           {"prompt": "Who wrote Romeo and Juliet?", "expected": "Shakespeare"},
+           {"prompt": "What is 10 times 3?", "expected": "30"}]
 
 FACTS = [json.loads(line) for line in
          (Path(__file__).resolve().parents[2] / "datasets" / "learning-facts.jsonl").read_text().splitlines()]
@@ -47,7 +50,11 @@ async def _command(server, user, text, *, reference=None, timeout=60.0, channel=
 
 async def test_teach_review_train_check_activate_from_discord(tmp_path, repo_config, backend):
     async with FakeDiscord() as server:
-        config = bot_config(tmp_path, repo_config, server, finetune=QUICK_TRAINING)
+        control = tmp_path / "control.jsonl"  # a server's own control set (the benchmark runs the shipped one)
+        control.parent.mkdir(parents=True, exist_ok=True)
+        control.write_text("".join(json.dumps(c) + "\n" for c in CONTROL), encoding="utf-8")
+        config = bot_config(tmp_path, repo_config, server, finetune=QUICK_TRAINING,
+                            storage={"control_set": str(control)})
         async with running_bot(server, config, backend) as bot:
             store = bot.services.store
             answers = await _ask_all(server, server.bob, [f["prompt"] for f in FACTS])
@@ -113,6 +120,6 @@ async def test_teach_review_train_check_activate_from_discord(tmp_path, repo_con
             right = sum(e.lower() in r.content.lower() for (_, e), r in zip(questions, replies))
             kept, total = gate["scores"]["control"]
             print(f"\nlearning e2e: paraphrases {right}/15, control kept {kept}/{total}, gate {gate['scores']}")
-            assert right >= 12 and kept >= 9
+            assert right >= 12 and kept == total == len(CONTROL)
             back = await _command(server, server.alice, "!adapter rollback")
             assert "base model" in back.content and bot.services.backend.active_adapter is None

@@ -70,9 +70,7 @@ class Feedback(commands.Cog):
             return False
         if inv.guild is None:
             return inv.channel is not None and int(inv.channel.id) == channel_id
-        channel = self.bot.get_channel(channel_id)
-        guild = getattr(channel, "guild", None)
-        return guild is not None and int(guild.id) == int(inv.guild.id)
+        return inv.guild.get_channel_or_thread(channel_id) is not None  # a channel or thread of this server
 
     def _status(self, user_id: int, role_ids: list[int]) -> str:
         return review_status(self.services.config.security.auto_approve,

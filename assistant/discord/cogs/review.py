@@ -18,6 +18,7 @@ from nextcord.ext import commands
 from assistant.discord.invocation import Invocation
 from assistant.discord.replies import report
 from assistant.discord.services import BotServices
+from assistant.errors import ReviewError
 from assistant.review import ReviewItem
 
 logger = logging.getLogger(__name__)
@@ -80,14 +81,22 @@ class Review(commands.Cog):
         self.services.require_admin(inv.user.id, inv.role_ids, "review corrections")
         action = action.strip().lower()
         store = self.services.store
+        if action not in ("", "list", "approve", "reject", "user"):
+            raise ReviewError(f"Unknown review action {action!r}; use `review`, `review approve ITEM...`, "
+                              "`review reject ITEM...` or `review user USER_ID`.")
         if action in ("approve", "reject"):
             names = target.replace(",", " ").split()
-            count = await asyncio.to_thread(store.set_review, names, f"{action}d", reviewer=str(inv.user.id))
+            if not names:
+                raise ReviewError(f"Name the items to {action}, e.g. `review {action} c3 r2` (`review` lists them).")
+            state = {"approve": "approved", "reject": "rejected"}[action]
+            count = await asyncio.to_thread(store.set_review, names, state, reviewer=str(inv.user.id))
             await asyncio.to_thread(self.services.memory.refresh)
-            await inv.send(f"{action.capitalize()}d {count} item(s).")
+            await inv.send(f"{state.capitalize()} {count} item(s).")
             return
         if action == "user":
             uid = target.strip().strip("<@!>")
+            if not uid.isdigit():
+                raise ReviewError("Give the user's id (or mention them): `review user USER_ID`.")
             count = await asyncio.to_thread(store.approve_user, uid, reviewer=str(inv.user.id))
             await asyncio.to_thread(self.services.memory.refresh)
             await inv.send(f"Approved {count} pending item(s) by <@{uid}>.")

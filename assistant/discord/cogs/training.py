@@ -236,7 +236,7 @@ class Training(commands.Cog):
             return
         steps = [e for e in events if e.kind == "step"]
         summary = format_progress(steps[-1]) if steps else "done"
-        await self._edit(message, content=f"Training `{job_id}` finished: {summary}. Evaluating `{adapter}` "
+        await self._edit(message, content=f"Training `{job_id}`: {summary}. Evaluating `{adapter}` "
                                           "against the base model…")
         try:
             gate = await self.evaluate(adapter, Path(job.out_dir))
