@@ -27,7 +27,10 @@ from assistant.llm.llamacpp_engine import LlamaCppEngine  # noqa: E402
 from bench.common import write_results  # noqa: E402
 from bench.quality_items import ITEMS, repeated_sentences, words  # noqa: E402
 
-GUARDS = {"off": dict(repetition_penalty=1.0, no_repeat_ngram=0)}
+GUARDS = {"off": dict(repetition_penalty=1.0, no_repeat_ngram=0),
+          "penalty 1.1": dict(repetition_penalty=1.1, no_repeat_ngram=0),
+          "no repeated 8-gram": dict(repetition_penalty=1.0, no_repeat_ngram=8),
+          "penalty 1.1 + 8-gram": dict(repetition_penalty=1.1, no_repeat_ngram=8)}
 
 
 async def evaluate(engine: LlamaCppEngine, guard: dict[str, float], system: str, max_tokens: int,
@@ -59,10 +62,10 @@ async def main() -> None:
     parser.add_argument("--models", nargs="+", default=["smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct"])
     parser.add_argument("--models-dir", type=Path, default=Path("models"))
     parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--guards", nargs="+", default=list(GUARDS), choices=list(GUARDS))
     args = parser.parse_args()
     defaults = parse_config({}).model
-    guards = {**GUARDS, "spoken default": dict(repetition_penalty=defaults.repetition_penalty,
-                                               no_repeat_ngram=defaults.no_repeat_ngram)}
+    guards = dict(GUARDS)
     kinds = sorted({item.kind for item in ITEMS})
     lines = [f"{len(ITEMS)} items ({', '.join(f'{k}: {sum(i.kind == k for i in ITEMS)}' for k in kinds)}); greedy, "
              f"llama.cpp engine, system prompt {defaults.system_prompt!r}, at most {args.max_tokens} tokens. "
@@ -79,7 +82,8 @@ async def main() -> None:
             continue
         engine = LlamaCppEngine(path)
         try:
-            for label, guard in guards.items():
+            for label in args.guards:
+                guard = guards[label]
                 transcripts += ["", f"### {name}, guard {label}"]
                 r = await evaluate(engine, guard, defaults.system_prompt, args.max_tokens, transcripts)
                 correct = r["correct"]
