@@ -129,7 +129,8 @@ def test_llama_cpp_changes_the_logits_as_peft_does(models_dir: Path, tmp_path: P
     folder = models_dir / "llm" / SMALL
     tokenizer = AutoTokenizer.from_pretrained(folder)
     base = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
-    messages = [{"role": "user", "content": "What is your name?"}]
+    messages = [{"role": "system", "content": "You are a helpful, concise assistant."},
+                {"role": "user", "content": "What is your name?"}]
     ids = tokenizer(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False),
                     add_special_tokens=False, return_tensors="pt")["input_ids"]
     torch.manual_seed(0)
