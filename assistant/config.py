@@ -35,7 +35,7 @@ def opt(default: Any, *, lo: float | None = None, hi: float | None = None,
 @dataclass(frozen=True)
 class ModelConfig:
     backend: str = opt("auto", choices=("auto", "llama.cpp", "transformers", "openai"))
-    name: str = "smollm2-135m-instruct"
+    name: str = "qwen2.5-coder-0.5b-instruct"
     device: str = opt("auto", choices=("auto", "cpu", "cuda"))
     dtype: str = opt("auto", choices=("auto", "bfloat16", "float16", "float32"))
     threads: int = opt(0, lo=0, hi=1024)

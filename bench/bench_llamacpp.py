@@ -76,10 +76,12 @@ async def run_ours(kind: str, name: str, models_dir: Path, tokens: int) -> dict[
         concurrent[n] = sum(s.completion_tokens for s in engine.stats[before:]) / (time.perf_counter() - start)
     await engine.aclose()
     engine = make(prefix=True)
-    talk = Conversation(engine, system_prompt=SYSTEM, context_tokens=4096, reply_tokens=48)
+    talk = Conversation(engine, system_prompt=SYSTEM, context_tokens=4096, reply_tokens=32)
     for turn in TURNS:
-        async for _ in talk.reply(turn, GenerationOptions(max_new_tokens=48)):
+        async for _ in talk.reply(turn, GenerationOptions(max_new_tokens=32)):
             pass
+    async for _ in talk.reply("Thanks!", GenerationOptions(max_new_tokens=8)):
+        pass
     late = engine.stats[-1]
     await engine.aclose()
     return {"prefill": max(prefill), "decode": statistics.median(decode), "serial": serial,
@@ -121,7 +123,7 @@ def run_plain(name: str, models_dir: Path, tokens: int, threads: int) -> dict[st
     late = 0.0
     for turn in TURNS:
         messages.append({"role": "user", "content": turn})
-        out = llm.create_chat_completion(messages, max_tokens=48, temperature=0)  # type: ignore[arg-type]
+        out = llm.create_chat_completion(messages, max_tokens=32, temperature=0)  # type: ignore[arg-type]
         messages.append({"role": "assistant", "content": out["choices"][0]["message"]["content"] or ""})  # type: ignore[index]
     messages.append({"role": "user", "content": "Thanks!"})
     late, _, _ = timed(messages, 8)
@@ -149,6 +151,8 @@ def main() -> None:
     parser.add_argument("--thread-wait", default="passive", choices=("passive", "active"))
     parser.add_argument("--models", nargs="+", default=["smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct"])
     parser.add_argument("--engines", nargs="+", default=["llama.cpp", "plain", "transformers"])
+    parser.add_argument("--transformers-models", nargs="*", default=None,
+                        help="models to run the transformers engine on too (default: all)")
     parser.add_argument("--models-dir", type=Path, default=Path("models").resolve())
     parser.add_argument("--one", nargs=2, metavar=("ENGINE", "MODEL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -166,6 +170,9 @@ def main() -> None:
     for model in args.models:
         results: dict[str, dict[str, Any]] = {}
         for engine in args.engines:
+            if engine == "transformers" and args.transformers_models is not None \
+                    and model not in args.transformers_models:
+                continue
             proc = subprocess.run([sys.executable, __file__, "--one", engine, model, "--tokens", str(args.tokens),
                                    "--threads", str(args.threads), "--thread-wait", args.thread_wait,
                                    "--models-dir", str(args.models_dir)],

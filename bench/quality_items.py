@@ -61,7 +61,7 @@ ITEMS: list[Item] = [
     Item("fact", ("How many days are there in a leap year?",), has("366")),
     Item("fact", ("At what temperature in Celsius does water boil at sea level?",), has("100")),
     Item("memory", ("My name is Dana and I run a book club on Thursdays.", "Which day is my book club?"),
-         has("Thursday")),
+         any_of("Thursday", "Thursdays")),
     Item("memory", ("My name is Dana and I run a book club on Thursdays.", "What is my name?"), has("Dana")),
     Item("memory", ("I have two cats called Milo and Luna.", "What are my cats called?"), has("Milo", "Luna")),
     Item("memory", ("I moved to Lisbon last year for work.", "Can you remind me which city I live in?"),

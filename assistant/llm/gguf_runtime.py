@@ -102,6 +102,8 @@ class GgufModel:
         self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self.vocab))
         self.n_ctx_train = int(llama_cpp.llama_model_n_ctx_train(self.model))
         self.architecture = self._meta("general.architecture")
+        self.heads = (int(self._meta(f"{self.architecture}.attention.head_count") or 0),
+                      int(self._meta(f"{self.architecture}.attention.head_count_kv") or 0))
         cparams = llama_cpp.llama_context_default_params()
         cparams.n_seq_max = n_seq
         cparams.n_ctx = n_seq * min(ctx_per_seq, self.n_ctx_train)

@@ -156,7 +156,7 @@ class LlamaCppEngine(ChatBackend):
 
         if not name:
             raise AdapterError("An adapter needs a name.")
-        gguf = await asyncio.to_thread(ensure_gguf_adapter, Path(path), self.model.architecture)
+        gguf = await asyncio.to_thread(ensure_gguf_adapter, Path(path), self.model.architecture, self.model.heads)
         await asyncio.wrap_future(self._control(lambda: self._install_adapter(name, path, gguf)))
 
     def set_active_adapter(self, name: str | None) -> None:

@@ -48,7 +48,7 @@ def choose_dtype(requested: str, device: str, *, cpu_bf16: bool, cuda_bf16: bool
 
 def _how_to_provision(name: str, reason: str) -> str:
     return (f"Could not load model {name!r} ({reason}). Offline, set model.name to a provisioned model "
-            "(see `assistant models list`; the default is 'smollm2-135m-instruct') and run "
+            "(see `assistant models list`; the default is 'qwen2.5-coder-0.5b-instruct') and run "
             "`assistant models fetch`; online, check the hub id.")
 
 

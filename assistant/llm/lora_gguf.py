@@ -6,7 +6,10 @@ llama.cpp checkout; the mapping an adapter needs is only tensor names, which the
 package already knows (`TensorNameMap`). peft's scale (alpha / r, alpha / sqrt(r) with
 rsLoRA, per-module rank and alpha patterns) is folded into each B matrix and the file's
 alpha is 0, which llama.cpp reads as "scale 1": every peft variant of plain LoRA converts
-the same way.
+the same way. For the `llama` architecture the GGUF stores q and k rows permuted for
+llama.cpp's rotary layout (as `convert_hf_to_gguf.py` does), so B of those projections is
+permuted the same way; `qwen2` needs no permutation. Other architectures are refused rather
+than converted wrong.
 
 The converted file is cached beside the adapter (`adapter.gguf`, plus `adapter.gguf.json`
 with the sha256 of the peft files it came from): converted once, redone when the adapter
@@ -33,6 +36,9 @@ _WEIGHTS = "adapter_model.safetensors"
 _CONFIG = "adapter_config.json"
 _KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<ab>[AB])(?:\.[^.]+)?\.weight$")
 _DTYPES = {"F32": np.float32, "F16": np.float16}
+CONVERTER_VERSION = 2  # part of the cache stamp: a fixed converter re-converts cached files
+_PERMUTED = {"llama": ("self_attn.q_proj", "self_attn.k_proj")}
+SUPPORTED = ("llama", "qwen2")
 
 
 def _read_safetensors(path: Path) -> dict[str, npt.NDArray[np.float32]]:
@@ -96,14 +102,21 @@ def _scale(config: dict[str, object], module: str, rank: int) -> float:
     return alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank
 
 
-def convert_adapter(adapter_dir: Path, architecture: str, out: Path) -> None:
-    """Write the GGUF LoRA for a peft adapter folder (see module docstring)."""
+def _permute(b: npt.NDArray[np.float32], heads: int) -> npt.NDArray[np.float32]:
+    """convert_hf_to_gguf's q/k row permutation (half-split rotary -> interleaved), on B's rows."""
+    return b.reshape(heads, 2, b.shape[0] // heads // 2, b.shape[1]).swapaxes(1, 2).reshape(b.shape)
+
+
+def convert_adapter(adapter_dir: Path, architecture: str, out: Path, heads: tuple[int, int] = (0, 0)) -> None:
+    """Write the GGUF LoRA for a peft adapter folder (see module docstring); `heads` is the
+    base model's (attention heads, key/value heads), needed where q and k rows are permuted."""
     import gguf
 
     config = _config(adapter_dir)
     arch = {name: key for key, name in gguf.MODEL_ARCH_NAMES.items()}.get(architecture)
-    if arch is None:
-        raise AdapterError(f"Cannot convert adapters for the {architecture!r} architecture.")
+    if arch is None or architecture not in SUPPORTED:
+        raise AdapterError(f"Cannot convert adapters for the {architecture!r} architecture "
+                           f"(supported: {', '.join(SUPPORTED)}); merge it with `finetune adapters merge` instead.")
     pairs: dict[str, dict[str, npt.NDArray[np.float32]]] = {}
     for key, tensor in _read_safetensors(adapter_dir / _WEIGHTS).items():
         match = _KEY.match(key)
@@ -121,15 +134,19 @@ def convert_adapter(adapter_dir: Path, architecture: str, out: Path) -> None:
         if target is None or set(ab) != {"A", "B"} or target in ("token_embd", "output"):
             raise AdapterError(f"{adapter_dir}: cannot map the LoRA on {module!r} to a llama.cpp tensor.")
         rank = ab["A"].shape[0]
+        b = ab["B"] * _scale(config, module, rank)
+        for suffix, n_heads in zip(_PERMUTED.get(architecture, ()), heads, strict=False):
+            if module.endswith(suffix):
+                b = _permute(b, n_heads)
         writer.add_tensor(f"{target}.weight.lora_a", np.ascontiguousarray(ab["A"]))
-        writer.add_tensor(f"{target}.weight.lora_b", np.ascontiguousarray(ab["B"] * _scale(config, module, rank)))
+        writer.add_tensor(f"{target}.weight.lora_b", np.ascontiguousarray(b))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
 
 
-def ensure_gguf_adapter(adapter_dir: Path, architecture: str) -> Path:
+def ensure_gguf_adapter(adapter_dir: Path, architecture: str, heads: tuple[int, int] = (0, 0)) -> Path:
     """The GGUF file for this adapter, converted now unless a cached one matches its sources."""
     if not (adapter_dir / _WEIGHTS).is_file():
         raise AdapterError(f"Could not load the adapter {adapter_dir}: no {_WEIGHTS} there; "
@@ -139,16 +156,18 @@ def ensure_gguf_adapter(adapter_dir: Path, architecture: str) -> Path:
     out, stamp = adapter_dir / GGUF_NAME, adapter_dir / STAMP_NAME
     try:
         cached = json.loads(stamp.read_text(encoding="utf-8"))
-        if cached.get("source_sha256") == source and cached.get("architecture") == architecture and out.is_file():
+        if (cached.get("source_sha256") == source and cached.get("architecture") == architecture
+                and cached.get("converter") == CONVERTER_VERSION and out.is_file()):
             return out
     except (OSError, ValueError):
         pass
     partial = adapter_dir / f".{GGUF_NAME}.partial"
     try:
-        convert_adapter(adapter_dir, architecture, partial)
+        convert_adapter(adapter_dir, architecture, partial, heads)
         partial.replace(out)
         tmp = adapter_dir / f".{STAMP_NAME}.partial"
-        tmp.write_text(json.dumps({"source_sha256": source, "architecture": architecture}) + "\n", encoding="utf-8")
+        tmp.write_text(json.dumps({"source_sha256": source, "architecture": architecture,
+                                   "converter": CONVERTER_VERSION}) + "\n", encoding="utf-8")
         tmp.replace(stamp)
     except OSError as exc:
         raise AdapterError(f"Could not write the converted adapter into {adapter_dir}: {exc.strerror}.") from None
