@@ -168,7 +168,8 @@ async def test_a_generic_server_refuses_adapters_clearly(vllm) -> None:
 
 @pytest.mark.parametrize(("a", "b"), [("HuggingFaceTB/SmolLM2-135M-Instruct", "smollm2-135m-instruct"),
                                       ("/models/smollm2-135m-instruct/", "SmolLM2-135M-Instruct.Q4_1.gguf"),
-                                      ("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", "Qwen/Qwen2.5-Coder-0.5B-Instruct")])
+                                      ("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", "Qwen/Qwen2.5-Coder-0.5B-Instruct"),
+                                      ("models/llm/smollm2-135m-instruct/model.gguf", "smollm2-135m-instruct")])
 def test_model_names_normalise(a: str, b: str) -> None:
     assert normalised_model_name(a) == normalised_model_name(b)
 

@@ -88,10 +88,10 @@ def _openai(model: ModelConfig, models_dir: Path, api_key: str) -> ChatBackend:
 
         gguf = gguf_path(model.name, models_dir)
         if gguf is not None:
-            architecture = gguf_architecture(gguf)
+            architecture, heads = gguf_architecture(gguf)
 
             def convert(folder: Path) -> Path:
-                return ensure_gguf_adapter(folder, architecture)
+                return ensure_gguf_adapter(folder, architecture, heads)
         if model.manage_server:
             if gguf is None:
                 raise ModelNotAvailableError(f"model.manage_server needs {model.name!r} as a GGUF file here; run "

@@ -30,13 +30,22 @@ Request = Callable[[str, str, dict[str, Any] | None], Awaitable[tuple[int, Any]]
 START_TIMEOUT_S = 120.0
 
 
-def gguf_architecture(path: Path) -> str:
-    """`general.architecture` of a GGUF file (what its LoRA adapters must be converted for)."""
+def gguf_architecture(path: Path) -> tuple[str, tuple[int, int]]:
+    """`general.architecture` and (attention heads, key/value heads) of a GGUF file: what its LoRA
+    adapters must be converted for (llama's q/k rows are permuted by head)."""
     from gguf import GGUFReader
 
     try:
-        field = GGUFReader(str(path)).fields["general.architecture"]
-        return bytes(field.parts[field.data[0]]).decode("utf-8")
+        fields = GGUFReader(str(path)).fields
+        field = fields["general.architecture"]
+        arch = bytes(field.parts[field.data[0]]).decode("utf-8")
+
+        def number(key: str) -> int:
+            item = fields.get(f"{arch}.{key}")
+            return int(item.parts[item.data[0]][0]) if item is not None else 0
+
+        heads = number("attention.head_count")
+        return arch, (heads, number("attention.head_count_kv") or heads)
     except (OSError, KeyError, ValueError, IndexError) as exc:
         raise BackendError(f"Cannot read the architecture of {path} ({exc}); is it a GGUF model?") from None
 

@@ -21,15 +21,20 @@ from assistant.errors import AdapterError
 logger = logging.getLogger(__name__)
 
 Request = Callable[[str, str, dict[str, Any] | None], Awaitable[tuple[int, Any]]]
+_GENERIC = {"model", "ggml-model", "weights"}
 _QUANT = re.compile(r"[-._](?:q\d[a-z0-9_]*|f16|bf16|fp16|gguf)$")
 
 
 def normalised_model_name(name: str) -> str:
-    """`HuggingFaceTB/SmolLM2-135M-Instruct`, `/models/smollm2-135m-instruct/` and
-    `smollm2-135m-instruct.Q4_1.gguf` all name the same model."""
-    last = PurePosixPath(name.strip().rstrip("/").replace("\\", "/")).name.lower()
+    """`HuggingFaceTB/SmolLM2-135M-Instruct`, `/models/smollm2-135m-instruct/`,
+    `smollm2-135m-instruct.Q4_1.gguf` and `models/llm/smollm2-135m-instruct/model.gguf` all name
+    the same model."""
+    path = PurePosixPath(name.strip().rstrip("/").replace("\\", "/"))
+    last = path.name.lower()
     while (shorter := _QUANT.sub("", last)) != last:
         last = shorter
+    if last in _GENERIC and path.parent.name:  # models/llm/<name>/model.gguf: the folder names the model
+        return normalised_model_name(str(path.parent))
     return last
 
 

@@ -45,8 +45,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+SYSTEM = "You are a helpful, concise assistant."  # config.toml's system prompt, which training uses too
+
+
 def ask(question: str) -> list[Message]:
-    return [{"role": "user", "content": question}]
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}]
 
 
 async def test_managed_llama_server_serves_the_gguf_and_switches_adapters(
