@@ -111,7 +111,10 @@ class OpenAIBackend(ChatBackend):
     async def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-            self._session = aiohttp.ClientSession(timeout=self.timeout, headers=headers)
+            # llama-server drops a kept-alive connection after a streamed answer, so the next request on
+            # it fails with "Server disconnected": one connection per request there (loopback, cheap).
+            connector = aiohttp.TCPConnector(force_close=self.server == "llama-server")
+            self._session = aiohttp.ClientSession(timeout=self.timeout, headers=headers, connector=connector)
         return self._session
 
     def _payload(self, messages: list[Message], options: GenerationOptions) -> dict[str, Any]:
