@@ -173,7 +173,7 @@ class AdapterRegistry:
             if previous is None or (self.runs_dir / previous / ADAPTER_DIR).is_dir():
                 state["active"] = previous
                 self._save_state(state)
-                return str(previous)
+                return None if previous is None else str(previous)
         raise AdapterError("There is no earlier adapter to roll back to.")
 
     def delete(self, name: str) -> None:

@@ -229,11 +229,10 @@ class JobRunner:
         """The training process's environment: ours without the bot's secrets (it needs neither the
         Discord token nor the OpenAI key, and a crash dump or a log line must not be able to leak them),
         and with OpenMP workers that sleep when idle instead of spinning on a core the bot needs."""
-        env = dict(os.environ if self.env is None else self.env)
+        env = job_environment(self.env)
         for name in {self.config.discord.token_env, self.config.model.openai_api_key_env,
                      "DISCORD_TOKEN", "OPENAI_API_KEY"}:
             env.pop(name, None)
-        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         return env
 
     def _start(self, job: Job) -> None:
@@ -303,6 +302,13 @@ def thread_budget(config: Config, beside_engine: bool) -> list[str]:
         return []
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return ["--set", f"threads={max(1, cores - 1)}"]
+
+
+def job_environment(env: dict[str, str] | None) -> dict[str, str]:
+    """The job's environment: OpenMP workers that sleep when idle instead of spinning on a shared core."""
+    merged = dict(os.environ if env is None else env)
+    merged.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    return merged
 
 
 def _lower_priority(pid: int) -> None:

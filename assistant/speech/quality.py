@@ -18,10 +18,13 @@ LANGUAGES = {"tiny.en": "English only", "base.en": "English only", "tiny": "99 l
 MEASURED_WER: dict[str, tuple[float, float, float]] = {"tiny.en": (0.143, 0.143, 0.357)}
 
 
+def default_whisper_name(speech: SpeechConfig) -> str:
+    """tiny.en for English (fast), multilingual base for any other language."""
+    return "tiny.en" if speech.language.lower() in ("en", "en_us", "en-us", "en_gb", "en-gb") else "base"
+
+
 def serves(speech: SpeechConfig, name: str) -> str:
     """What this config sends to `name`, and whether it is the model in use now."""
-    from assistant.speech.provision import default_whisper_name
-
     if speech.whisper_model != "auto":
         return f"serves every language (speech.whisper_model), in use for {speech.language!r}" \
             if speech.whisper_model == name else ""
