@@ -284,13 +284,19 @@ def cmd_jobs(args: argparse.Namespace, config: Config) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from finetune.train import make_parser
-
     parser = argparse.ArgumentParser(prog="finetune", description="Teach the assistant: datasets, LoRA training, "
                                      "evaluation and adapters.")
     parser.add_argument("--config", type=Path, default=None, help="config file (default: ./config.toml if present)")
     parser.add_argument("--debug", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_data_commands(sub)
+    _add_model_commands(sub)
+    return parser
+
+
+def _add_data_commands(sub: Any) -> None:
+    """`datasets`, `feedback` and `train`: what the assistant learns from."""
+    from finetune.train import make_parser
 
     ds = sub.add_parser("datasets", help="managed datasets").add_subparsers(dest="action", required=True)
     add = ds.add_parser("add", help="validate and store a dataset file")
@@ -325,6 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--detach", action="store_true", help="queue the job and return (follow: `jobs watch ID`)")
     train.set_defaults(handler=cmd_train)
 
+
+def _add_model_commands(sub: Any) -> None:
+    """`eval`, `adapters`, `merge` and `jobs`: checking and using what was trained."""
     ev = sub.add_parser("eval", help="compare base and adapter on prompts with expected answers")
     ev.add_argument("--data", default=None, help="test items (required unless --control)")
     ev.add_argument("--control", action="store_true", help="the evaluation gate: the run's taught items and "
@@ -362,7 +371,6 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--no-progress", action="store_true", help="one line per step instead of a bar")
     for p in jb.choices.values():
         p.set_defaults(handler=cmd_jobs)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
