@@ -84,3 +84,18 @@ async def test_managed_llama_server_serves_the_gguf_and_switches_adapters(
         print(f"adapter switch with a managed restart: {first_switch:.1f} s, {second_switch:.1f} s")
     finally:
         await backend.aclose()
+
+
+def test_assistant_ask_answers_through_a_managed_llama_server(llama_server_binary: Path, tmp_path: Path) -> None:
+    """The user's path: `assistant ask` with `model.openai_server = "llama-server"` and `manage_server`."""
+    from tests.conftest import run_cli
+
+    config = tmp_path / "config.toml"
+    config.write_text("\n".join([
+        "[model]", 'name = "smollm2-135m-instruct"', 'backend = "openai"', 'openai_server = "llama-server"',
+        "manage_server = true", f'llama_server_binary = "{llama_server_binary}"', f"llama_server_port = {free_port()}",
+        "[storage]", f'models_dir = "{REPO / "models"}"', f'runs_dir = "{tmp_path / "runs"}"',
+        f'database = "{tmp_path / "db.sqlite3"}"', ""]), encoding="utf-8")
+    answer = run_cli("--config", str(config), "ask", "What is the capital of France?", timeout=300)
+    assert answer.returncode == 0, answer.stderr[-2000:]
+    assert "Paris" in answer.stdout
