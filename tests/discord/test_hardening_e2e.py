@@ -173,7 +173,9 @@ async def test_correction_replies_and_reactions_are_limited(env: Env):
     await server.wait_until(lambda: sum("saved" in m.content for m in server.bot_messages(channel)) == 4,
                             timeout=30, what="four corrections saved")
     saved = [c.correction for c in store.corrections() if c.correction.startswith("fix ")]
-    assert saved == ["fix 0", "fix 1", "fix 2", "fix 3"]  # command_rate_limit = 4
+    # command_rate_limit = 4: four of the five are saved; which four depends on the order the
+    # concurrent replies are handled in.
+    assert len(saved) == 4 and set(saved) <= {f"fix {n}" for n in range(5)} and len(set(saved)) == 4
     rated = {r.reply for r in store.labelled_replies()} & {a.content for a in answers}
     assert len(rated) <= 3  # reaction_rate_limit = 3; the rest were ignored
 
