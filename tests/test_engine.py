@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -183,6 +184,13 @@ def test_a_caller_whose_event_loop_closes_mid_answer_does_not_kill_the_engine(en
 
     assert "Paris" in asyncio.run(still_serving())
     assert engine._thread.is_alive()
+    # The abandoned request's `finally` never runs (its loop is closed): it must leave the count
+    # of outstanding requests from the worker side, or each such caller shrinks the engine for good.
+    for _ in range(200):
+        if engine._outstanding == 0:
+            break
+        time.sleep(0.05)
+    assert engine._outstanding == 0
 
 
 async def test_a_full_queue_refuses_new_requests_instead_of_growing(engine: TransformersEngine) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from assistant.config import parse_config
-from assistant.errors import AdapterError, GenerationError, ModelNotAvailableError
+from assistant.errors import AdapterError, BusyError, GenerationError, ModelNotAvailableError
 from assistant.llm import choose_engine, default_options
 from assistant.llm.base import GenerationOptions, Message
 from tests.conftest import run_cli
@@ -200,3 +200,22 @@ async def test_count_tokens_uses_the_chat_template_and_long_prompts_are_refused(
         await engine.complete(ask("word " * 3000), GenerationOptions(max_new_tokens=4))
     with pytest.raises(AdapterError, match="No adapter named"):
         engine.set_active_adapter("missing")
+
+
+async def test_a_full_queue_refuses_new_requests_instead_of_growing(engine) -> None:  # type: ignore[no-untyped-def]
+    """The default engine is bounded like the transformers one: past a full batch plus `max_queued`
+    waiting requests a flood gets BusyError at once; those let in are all answered, then leave the count."""
+    async def one(i: int) -> str | None:
+        try:
+            return await engine.complete(ask(QUESTIONS[i % len(QUESTIONS)]), GenerationOptions(max_new_tokens=4))
+        except BusyError:
+            return None
+
+    engine.max_queued = 2
+    try:
+        results = await asyncio.gather(*(one(i) for i in range(engine.max_batch_size + 6)))
+    finally:
+        engine.max_queued = 64
+    assert results.count(None) >= 4  # a request finishing while the flood is admitted frees a place
+    assert all(r for r in results if r is not None)
+    assert engine._outstanding == 0

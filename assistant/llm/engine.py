@@ -28,13 +28,14 @@ from typing import Any, AsyncIterator, Callable
 
 import torch
 
-from assistant.errors import AdapterError, BusyError, GenerationError
+from assistant.errors import AdapterError, GenerationError
 from assistant.llm import batching
-from assistant.llm.base import ACTIVE_ADAPTER, ChatBackend, GenerationOptions, GenerationStats, Message
+from assistant.llm.base import ACTIVE_ADAPTER, GenerationOptions, GenerationStats, Message
 from assistant.llm.loader import LoadedModel
 from assistant.llm.prefix_cache import PrefixCache, PrefixHit
 from assistant.llm.repetition import banned_tokens, penalised_tokens
 from assistant.llm.sampling import guarded
+from assistant.llm.worker import Deliver, WorkerEngine
 from assistant.prompting import SpecialTokenGuard
 
 logger = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ class _Request:
     prompt: list[int]
     options: GenerationOptions
     adapter: str
-    deliver: Callable[[str, Any], None]
+    deliver: Deliver
     submitted: float = field(default_factory=time.perf_counter)
     generated: list[int] = field(default_factory=list)
     sent_text: str = ""
@@ -71,7 +72,7 @@ def _guard(row: torch.Tensor, generated: list[int], options: GenerationOptions) 
         row[torch.tensor(banned, device=row.device)] = float("-inf")
 
 
-class TransformersEngine(ChatBackend):
+class TransformersEngine(WorkerEngine[_Request]):
     """Serve a transformers causal LM to many concurrent callers (see module docstring)."""
 
     supports_adapters = True
@@ -83,15 +84,10 @@ class TransformersEngine(ChatBackend):
         whose thread team did the loading (two teams compete for the cores), measured on 2 cores.
         `prefix_cache_mb` = 0 turns prefix reuse off. At most `max_queued` requests wait beyond a
         full batch; more are refused with BusyError (a flood must not grow memory without bound)."""
-        self.max_batch_size = max_batch_size
-        self.max_queued = max_queued
-        self._outstanding = 0  # requests submitted and not finished (running or waiting)
-        self._count_lock = threading.Lock()
+        self._init_worker(max_batch_size=max_batch_size, max_queued=max_queued)
         self.prefix_cache = PrefixCache(prefix_cache_mb << 20)
-        self._inbox: queue.Queue[_Request | tuple[Callable[[], Any], Future[Any]] | None] = queue.Queue()
         self._adapters: dict[str, str] = {}
         self._active: str | None = None
-        self._closed = False
         self.stats: list[GenerationStats] = []
         started: Future[None] = Future()
         self._thread = threading.Thread(target=self._run, args=(loaded, started), name="chat-engine", daemon=True)
@@ -113,41 +109,17 @@ class TransformersEngine(ChatBackend):
     def count_tokens(self, messages: list[Message]) -> int:
         return len(self._encode(messages))
 
-    async def stream(self, messages: list[Message], options: GenerationOptions | None = None) -> AsyncIterator[str]:
+    def stream(self, messages: list[Message], options: GenerationOptions | None = None) -> AsyncIterator[str]:
         options = options or GenerationOptions()
-        if self._closed:
-            raise GenerationError("The chat engine is shut down.")
-        loop = asyncio.get_running_loop()
-        events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
 
-        def deliver(kind: str, payload: Any) -> None:
-            try:
-                loop.call_soon_threadsafe(events.put_nowait, (kind, payload))
-            except RuntimeError:  # the caller's event loop is gone: nobody is listening any more
-                request.cancelled = True
+        def make(deliver: Deliver) -> _Request:
+            request = _Request(prompt=self._encode(messages), options=options,
+                               adapter=self._adapter_for(options), deliver=deliver)
+            if options.temperature > 0 and options.seed is not None:
+                request.generator = torch.Generator(device=self.device).manual_seed(options.seed)
+            return request
 
-        request = _Request(prompt=self._encode(messages), options=options,
-                           adapter=self._adapter_for(options), deliver=deliver)
-        if options.temperature > 0 and options.seed is not None:
-            request.generator = torch.Generator(device=self.device).manual_seed(options.seed)
-        with self._count_lock:
-            if self._outstanding >= self.max_batch_size + self.max_queued:
-                raise BusyError(f"The model is busy with {self._outstanding} requests; please try again in a moment.")
-            self._outstanding += 1
-        self._inbox.put(request)
-        try:
-            while True:
-                kind, payload = await events.get()
-                if kind == "delta":
-                    yield payload
-                elif kind == "done":
-                    return
-                else:
-                    raise payload
-        finally:
-            request.cancelled = True  # a consumer that stops early frees its batch row
-            with self._count_lock:
-                self._outstanding -= 1
+        return self._relay(make)
 
     @property
     def active_adapter(self) -> str | None:
@@ -201,11 +173,6 @@ class TransformersEngine(ChatBackend):
         if name not in self._adapters:
             raise AdapterError(f"No adapter named {name!r} is loaded.")
         return str(name)
-
-    def _control(self, fn: Callable[[], Any]) -> Future[Any]:
-        future: Future[Any] = Future()
-        self._inbox.put((fn, future))
-        return future
 
     def _load_adapter(self, name: str, path: str) -> None:
         from peft import PeftModel
@@ -271,27 +238,12 @@ class TransformersEngine(ChatBackend):
             if item is None:
                 return fresh, True
             if isinstance(item, tuple):
-                fn, future = item
-                try:
-                    future.set_result(fn())
-                except Exception as exc:  # noqa: BLE001 - raised in the caller
-                    future.set_exception(exc)
+                self._run_control(item)
                 continue
             if not item.cancelled:
                 fresh.append(item)
             block = False
         return fresh, False
-
-    def _drain_shutdown(self) -> None:
-        while True:
-            try:
-                item = self._inbox.get_nowait()
-            except queue.Empty:
-                return
-            if isinstance(item, _Request):
-                item.deliver("error", GenerationError("The chat engine is shutting down."))
-            elif isinstance(item, tuple):
-                item[1].set_exception(GenerationError("The chat engine is shutting down."))
 
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any,
                  adapters: list[str]) -> torch.Tensor:

@@ -26,17 +26,17 @@ import os
 import queue
 import threading
 import time
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator
 
 import numpy as np
 
 from assistant.errors import AdapterError, GenerationError
-from assistant.llm.base import ACTIVE_ADAPTER, ChatBackend, GenerationOptions, GenerationStats, Message
+from assistant.llm.base import ACTIVE_ADAPTER, GenerationOptions, GenerationStats, Message
 from assistant.llm.gguf_runtime import GgufModel, set_thread_wait
 from assistant.llm.sampling import choose_token
+from assistant.llm.worker import Deliver, WorkerEngine
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class _Request:
     prompt: list[int]
     options: GenerationOptions
     adapter: Any  # the llama.cpp adapter handle, None for the base model
-    deliver: Callable[[str, Any], None]
+    deliver: Deliver
     rng: np.random.Generator | None
     submitted: float = field(default_factory=time.perf_counter)
     generated: list[int] = field(default_factory=list)
@@ -83,20 +83,21 @@ class _Slot:
     busy: bool = False
 
 
-class LlamaCppEngine(ChatBackend):
+class LlamaCppEngine(WorkerEngine[_Request]):
     """Serve a GGUF model through llama.cpp to many concurrent callers (see module docstring)."""
 
     supports_adapters = True
 
     def __init__(self, path: Path, *, max_batch_size: int = 8, context_tokens: int = 2048, threads: int = 0,
-                 gpu: bool = False, prefix_reuse: bool = True, thread_wait: str = "passive") -> None:
+                 gpu: bool = False, prefix_reuse: bool = True, thread_wait: str = "passive",
+                 max_queued: int = 64) -> None:
+        """At most `max_queued` requests wait beyond a full batch; more are refused with BusyError."""
         set_thread_wait(thread_wait)
+        self._init_worker(max_batch_size=max_batch_size, max_queued=max_queued)
         self.path = path
         self.prefix_reuse = prefix_reuse
-        self._inbox: queue.Queue[_Request | tuple[Callable[[], Any], Future[Any]] | None] = queue.Queue()
         self._adapters: dict[str, tuple[str, Any]] = {}  # name -> (source folder, llama.cpp handle)
         self._active: str | None = None
-        self._closed = False
         self.stats: list[GenerationStats] = []
         self.reused_tokens = 0
         start = time.perf_counter()
@@ -114,34 +115,15 @@ class LlamaCppEngine(ChatBackend):
     def count_tokens(self, messages: list[Message]) -> int:
         return len(self._encode(messages))
 
-    async def stream(self, messages: list[Message], options: GenerationOptions | None = None) -> AsyncIterator[str]:
+    def stream(self, messages: list[Message], options: GenerationOptions | None = None) -> AsyncIterator[str]:
         options = options or GenerationOptions()
-        if self._closed:
-            raise GenerationError("The chat engine is shut down.")
-        loop = asyncio.get_running_loop()
-        events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
 
-        def deliver(kind: str, payload: Any) -> None:
-            try:
-                loop.call_soon_threadsafe(events.put_nowait, (kind, payload))
-            except RuntimeError:  # the caller's event loop is gone: nobody is listening any more
-                request.cancelled = True
+        def make(deliver: Deliver) -> _Request:
+            rng = np.random.default_rng(options.seed) if options.temperature > 0 else None
+            return _Request(prompt=self._encode(messages), options=options, adapter=self._adapter_for(options),
+                            deliver=deliver, rng=rng)
 
-        rng = np.random.default_rng(options.seed) if options.temperature > 0 else None
-        request = _Request(prompt=self._encode(messages), options=options, adapter=self._adapter_for(options),
-                           deliver=deliver, rng=rng)
-        self._inbox.put(request)
-        try:
-            while True:
-                kind, payload = await events.get()
-                if kind == "delta":
-                    yield payload
-                elif kind == "done":
-                    return
-                else:
-                    raise payload
-        finally:
-            request.cancelled = True  # a consumer that stops early frees its sequence
+        return self._relay(make)
 
     @property
     def active_adapter(self) -> str | None:
@@ -186,11 +168,6 @@ class LlamaCppEngine(ChatBackend):
         if name not in self._adapters:
             raise AdapterError(f"No adapter named {name!r} is loaded.")
         return self._adapters[str(name)][1]
-
-    def _control(self, fn: Callable[[], Any]) -> Future[Any]:
-        future: Future[Any] = Future()
-        self._inbox.put((fn, future))
-        return future
 
     def _install_adapter(self, name: str, source: str, gguf: Path) -> None:
         handle = self.model.load_adapter(gguf)
@@ -247,25 +224,10 @@ class LlamaCppEngine(ChatBackend):
             if item is None:
                 return fresh, True
             if isinstance(item, tuple):
-                fn, future = item
-                try:
-                    future.set_result(fn())
-                except Exception as exc:  # noqa: BLE001 - raised in the caller
-                    future.set_exception(exc)
+                self._run_control(item)
                 continue
             fresh.append(item)
             block = False
-
-    def _drain_shutdown(self) -> None:
-        while True:
-            try:
-                item = self._inbox.get_nowait()
-            except queue.Empty:
-                return
-            if isinstance(item, _Request):
-                item.deliver("error", GenerationError("The chat engine is shutting down."))
-            elif isinstance(item, tuple):
-                item[1].set_exception(GenerationError("The chat engine is shutting down."))
 
     def _pick_slot(self, req: _Request) -> tuple[_Slot, int]:
         """The free sequence holding the longest prefix of this prompt (computed with the same
