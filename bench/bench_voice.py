@@ -4,7 +4,7 @@ often a turn is cut off mid-sentence, for `voice.end_of_turn = "model"` against 
     .venv/bin/python -m bench.bench_voice             # writes bench/results/voice.md
     .venv/bin/python -m bench.bench_voice --turns 20
 
-The real bot (default models: SmolLM2-135M, whisper tiny.en, Piper joe, Smart Turn v3.2) joins a
+The real bot (the default config's models and engine, whisper tiny.en, Piper joe, Smart Turn v3.2) joins a
 voice channel of the local fake Discord; a simulated user speaks over encrypted RTP, waits for
 the spoken answer to finish, and speaks again. Three sets of turns, each run in both modes:
 
@@ -144,7 +144,7 @@ async def backchannel_turns(server: Any, session: Any, story: np.ndarray,
     dialog = session.dialog
     for clip in interjections:
         await server.speak(server.alice, story)
-        await server.world.wait_until(lambda: dialog.playing and session._source is not None, 120,  # noqa: SLF001
+        await server.world.wait_until(lambda: dialog.playing and session.call.frames is not None, 120,
                                       "the story to start")
         await asyncio.sleep(0.8)
         barge_ins, false_alarms = dialog.barge_ins, dialog.false_alarms
@@ -152,7 +152,7 @@ async def backchannel_turns(server: Any, session: Any, story: np.ndarray,
         await server.world.wait_until(lambda: dialog._held is None, 30, "the interjection to be judged")  # noqa: SLF001
         if dialog.barge_ins > barge_ins:  # else the VAD never called it speech, or the answer was over
             stopped.append(dialog.false_alarms == false_alarms)
-        session._stop_playback()  # noqa: SLF001 - next round
+        session.call.stop_playback()  # next round
         await server.world.wait_until(lambda: not dialog.playing, 60, "the story to stop")
         await asyncio.sleep(0.5)
     return stopped
@@ -229,18 +229,19 @@ async def bench(turns: int, tokens: int, backchannel_count: int) -> list[str]:
             out[mode] = await run_mode(mode, repo_config, backend, sets, turns, tokens, story, interjections)
     finally:
         backend.close()  # type: ignore[attr-defined]
-    return report(out, sets, turns, tokens, load, repo_config)
+    engine = f"{type(backend).__name__}, {repo_config.model.name}"
+    return report(out, sets, turns, tokens, load, repo_config, engine)
 
 
 def report(out: dict[str, Any], sets: dict[str, Any], turns: int, tokens: int, load: float,
-           repo_config: Any) -> list[str]:
+           repo_config: Any, engine: str) -> list[str]:
     voice = repo_config.voice
     lines = [
         f"Load average at start: {load:.2f} (other work shares these cores). {turns} turns per set and mode; "
         f"sets: {', '.join(sets)}. `voice.silence_ms` = {voice.silence_ms}, `turn_check_ms` = {voice.turn_check_ms}, "
         f"`max_pause_ms` = {voice.max_pause_ms}, `speculate_after_ms` = {voice.speculate_after_ms}, "
         f"`speech.first_clause_words` = {repo_config.speech.first_clause_words}; max_new_tokens = {tokens}; "
-        "current engine (transformers, SmolLM2-135M); no DAVE.",
+        f"engine: {engine} (the default config); no DAVE.",
         "",
         "## End of speech → first reply audio packet (outside clock), and cut-offs",
         "",

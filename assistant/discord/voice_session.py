@@ -1,60 +1,31 @@
-"""One guild's live voice conversation: hear people, answer by voice, stop when interrupted.
+"""One guild's live voice conversation on Discord: glue between nextcord and the core's `VoiceCall`.
 
-A `VoiceSession` wires the receive path to the answer path for one voice client:
+    VoiceListener (UDP → SpeechEvents) → VoiceCall (assistant.voice.call: recognise, answer,
+    speak) → DiscordSink (FrameQueue → nextcord's player)
 
-    VoiceListener (UDP → SpeechEvents) → VoiceDialog (speculative recognition, answer policy,
-    barge-in) → Conversation.reply("<name> says: <transcript>") → sentence splitter → Piper →
-    one FrameQueueSource → nextcord's player (first sentence plays while the rest is generated)
-
-One `Conversation` per voice channel keeps the spoken history (each user turn is prefixed
-with the speaker's display name, `SPOKEN_TURN`, so the model knows who said what); finished turns are also
-recorded in the store under the voice channel's conversation key, with the speaker's id.
-Raw audio lives in memory only; with `voice.debug_record_audio` each finished utterance is
-written as a WAV under `debug_dir` (for diagnosing recognition, never on by default).
+Discord supplies the audio in (our listening voice client), the audio out (the sink), the
+speakers' display names and the channel id; everything the assistant does with them lives
+in the core.
 """
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 import logging
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from assistant.audio import RECOGNITION_RATE
 from assistant.config import Config
 from assistant.conversation import Conversation
-from assistant.discord.playback import FrameQueueSource, speak_deltas, until_played
-from assistant.discord.policy import RateLimiter
-from assistant.errors import NoSpeechError
-from assistant.llm import default_options
+from assistant.discord.playback import DiscordSink
+from assistant.llm.base import ChatBackend
+from assistant.voice.call import Limiter, VoiceCall
 from assistant.voice.dialog import VoiceDialog
 from assistant.voice.latency import VoiceLatencyLog
-from assistant.voice.receiver import SpeechEvent
 from assistant.voice.silero import silero_model_path
-from assistant.voice.smart_turn import SmartTurn, smart_turn_path
-from assistant.voice.turns import AnswerPolicy, Event
 
 logger = logging.getLogger(__name__)
-
-# How a spoken turn names its speaker. Measured with SmolLM2-135M at temperature 0: "Alice: What is
-# the capital of France?" derails it (it answers "Allemagne, France..."), "Alice says: ..." does not.
-SPOKEN_TURN = "{name} says: {text}"
-
-
-RECOGNITION_BACKLOG = 3  # utterances of one call that may wait for recognition; past it the oldest is dropped
-
-
-class _Waiting:
-    __slots__ = ("dropped",)
-
-    def __init__(self) -> None:
-        self.dropped = False
 
 
 def voice_conversation_key(channel_id: int) -> str:
@@ -70,42 +41,41 @@ def debug_audio_dir(config: Config) -> Path:
 class VoiceSession:
     """Listening and answering in one voice call; `start()` once, `stop()` ends it at once."""
 
-    def __init__(self, vc: Any, *, config: Config, backend: Any, speech: Any, store: Any = None,
+    def __init__(self, vc: Any, *, config: Config, backend: ChatBackend, speech: Any, store: Any = None,
                  latency: VoiceLatencyLog | None = None, name_of: Callable[[int], str] | None = None,
-                 system_prompt: str | None = None, limiter: RateLimiter | None = None,
+                 system_prompt: str | None = None, limiter: Limiter | None = None,
                  notes: Callable[[str], list[str]] | None = None) -> None:
         from assistant.discord.voice_recv import VoiceListener
 
-        self.vc, self.config, self.speech, self.store = vc, config, speech, store
-        self.limiter = limiter  # utterances answered per user (security.voice_rate_limit)
-        self.channel_id = int(vc.channel.id)
-        self.conversation = Conversation(backend, system_prompt=config.model.system_prompt if system_prompt is None
-                                         else system_prompt,
-                                         context_tokens=config.model.context_tokens,
-                                         reply_tokens=config.model.max_new_tokens, notes=notes)
-        self._display_name = name_of or (lambda user_id: f"user {user_id}")
-        voice = config.voice
-        turn_model = SmartTurn(smart_turn_path(config.storage.models_dir)) if voice.end_of_turn == "model" else None
-        self.dialog = VoiceDialog(
-            recognize=self._recognize, answer=self._answer, speak=self._speak, stop_playback=self._stop_playback,
-            policy=AnswerPolicy(voice.answer_mode, voice.wake_words, voice.follow_up_s),
-            barge_in=voice.barge_in, latency=latency,
-            judge_turn=turn_model.probability_async if turn_model else None,
-            end_turn=self._end_turn, turn_threshold=turn_model.threshold if turn_model else 0.5,
-            pause_playback=self._pause_playback, resume_playback=self._resume_playback)
-        self.listener = VoiceListener(vc, self._on_event, voice,
+        self.vc = vc
+        channel_id = int(vc.channel.id)
+        self.sink = DiscordSink(vc)
+        self.call = VoiceCall(
+            self.sink, channel_id=channel_id, model=config.model, voice=config.voice,
+            models_dir=config.storage.models_dir, backend=backend, speech=speech, store=store,
+            conversation_key=voice_conversation_key(channel_id), latency=latency, name_of=name_of,
+            system_prompt=system_prompt, limiter=limiter, notes=notes, end_turn=self._end_turn,
+            debug_dir=debug_audio_dir(config) if config.voice.debug_record_audio else None)
+        self.listener = VoiceListener(vc, self.call.on_event, config.voice,
                                       vad_model=silero_model_path(config.storage.models_dir))
-        self.debug_dir = debug_audio_dir(config) if voice.debug_record_audio else None
-        self.transcripts: list[tuple[int, str]] = []  # (user id, text) of every answered utterance
-        self._source: FrameQueueSource | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._waiting: deque[_Waiting] = deque()  # utterances waiting for the recogniser, oldest first
-        self._recognizing = asyncio.Lock()
         self.active = False
+
+    # What tests, benchmarks and the cog read of the call.
+    @property
+    def dialog(self) -> VoiceDialog:
+        return self.call.dialog
+
+    @property
+    def transcripts(self) -> list[tuple[int, str]]:
+        return self.call.transcripts
+
+    @property
+    def conversation(self) -> Conversation:
+        return self.call.conversation
 
     @property
     def latency(self) -> VoiceLatencyLog:
-        return self.dialog.latency
+        return self.call.latency
 
     def start(self) -> None:
         self.listener.start()
@@ -113,7 +83,7 @@ class VoiceSession:
 
     def address(self, user_id: int) -> None:
         """`user_id` addressed the bot outside the call (typed `join`): open their follow-up window now."""
-        self.dialog.policy.address(user_id, self.dialog.clock())
+        self.call.address(user_id)
 
     def stop(self) -> None:
         """Stop hearing at once (buffered audio dropped), cut playback, cancel pending turns."""
@@ -121,132 +91,11 @@ class VoiceSession:
             return
         self.active = False
         self.listener.stop()
-        self._stop_playback()
-        for task in list(self._tasks):
-            task.cancel()
-        self.dialog.close()
+        self.call.close()
 
     async def until_quiet(self, timeout: float = 120.0) -> None:
-        """Return once no live answer is being spoken (or after `timeout`): a typed answer spoken
-        in this call waits here rather than cutting the conversation off."""
-        deadline = time.monotonic() + timeout
-        while self.active and self.dialog.playing and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        await self.call.until_quiet(timeout)
 
-    # -- events ----------------------------------------------------------------------------
-    def _on_event(self, event: SpeechEvent) -> None:
-        if not self.active or self._throttled(event):
-            return
-        if event.kind is Event.ENDED and event.audio is not None and self.debug_dir is not None:
-            self._spawn(asyncio.to_thread(self._record, event))
-        self.dialog.on_event(event)
-
-    def _throttled(self, event: SpeechEvent) -> bool:
-        """Whether this utterance goes unanswered because its speaker is over the voice limit.
-        Counted once per utterance, when it ends; a speaker already over the limit gets no
-        speculative recognition either."""
-        if self.limiter is None:
-            return False
-        if event.kind is Event.PAUSED:
-            return self.limiter.retry_after(event.user_id) > 0
-        if event.kind is not Event.ENDED or self.limiter.allow(event.user_id):
-            return False
-        self.dialog.on_event(dataclasses.replace(event, kind=Event.RESUMED, audio=None))  # drop its speculation
-        logger.info("Not answering user %s in voice: over security.voice_rate_limit", event.user_id)
-        return True
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def _record(self, event: SpeechEvent) -> Path:
-        from assistant.audio import write_audio
-
-        assert self.debug_dir is not None and event.audio is not None
-        self.debug_dir.mkdir(parents=True, exist_ok=True)
-        path = self.debug_dir / f"{self.channel_id}-{event.user_id}-{time.time():.3f}.wav"
-        write_audio(path, event.audio, RECOGNITION_RATE)
-        logger.debug("recorded an utterance to %s (voice.debug_record_audio)", path)
-        return path
-
-    # -- the dialog's capabilities ---------------------------------------------------------
     def _end_turn(self, user_id: int, speech_end: float) -> None:
         if self.active:
             self.listener.receiver.end_now(user_id, speech_end, time.monotonic())
-
-    async def _recognize(self, audio: np.ndarray) -> str:
-        """Recognise one utterance. The recogniser serves one at a time, so a call where people talk
-        faster than it keeps up would pile utterances up without end: beyond RECOGNITION_BACKLOG
-        waiting ones the oldest is dropped (heard as nothing) and the log says so."""
-        ticket = _Waiting()
-        self._waiting.append(ticket)
-        if len(self._waiting) > RECOGNITION_BACKLOG:
-            self._waiting.popleft().dropped = True
-            logger.info("Voice channel %s: more than %d utterances waiting for recognition; dropped the oldest",
-                        self.channel_id, RECOGNITION_BACKLOG)
-        try:
-            async with self._recognizing:
-                if ticket.dropped:
-                    return ""
-                self._waiting.remove(ticket)
-                try:
-                    transcript = await self.speech.transcribe(audio)
-                except NoSpeechError:
-                    return ""
-                return str(transcript.text)
-        finally:
-            if ticket in self._waiting:
-                self._waiting.remove(ticket)
-
-    async def _answer(self, text: str, user_id: int) -> AsyncIterator[str]:
-        """The conversation's streamed answer; stored once it finished (a cancelled,
-        speculative or interrupted answer is never stored). The speaker is known by id: two
-        members may share a display name."""
-        parts: list[str] = []
-        turn = SPOKEN_TURN.format(name=self._display_name(user_id), text=text)
-        async for delta in self.conversation.reply(turn, default_options(self.config.model, spoken=True)):
-            parts.append(delta)
-            yield delta
-        self.transcripts.append((user_id, text))
-        if self.store is not None:
-            await asyncio.to_thread(self.store.record_turn, voice_conversation_key(self.channel_id),
-                                    prompt=turn, reply="".join(parts).strip(),
-                                    user_id=str(user_id) if user_id else None)
-
-    async def _speak(self, deltas: AsyncIterator[str], on_first_audio: Callable[[], None], go: asyncio.Event) -> None:
-        """Synthesise at once, play once `go` is set (the utterance really ended); only then does
-        this answer's source become the one that barge-in and `leave` cut."""
-        source = FrameQueueSource(on_first_frame=on_first_audio)
-
-        async def released() -> None:
-            await go.wait()
-            self._source = source
-
-        try:
-            if await speak_deltas(self.vc, self.speech, deltas, source, before_play=released):
-                source.close()
-                await until_played(self.vc, source)
-        finally:
-            source.close()
-            if self._source is source:
-                self._stop_playback()
-                self._source = None
-
-    def _stop_playback(self) -> None:
-        source = self._source
-        if source is not None:
-            source.close()
-        if source is not None and getattr(self.vc, "source", None) is source and (
-                self.vc.is_playing() or self.vc.is_paused()):
-            self.vc.stop()
-
-    def _pause_playback(self) -> None:
-        """Silent at once (no packet is sent while paused) but resumable: a barge-in that proves
-        to be "mhm" or a cough lets the answer go on where it stopped."""
-        if self._source is not None and getattr(self.vc, "source", None) is self._source and self.vc.is_playing():
-            self.vc.pause()
-
-    def _resume_playback(self) -> None:
-        if self._source is not None and getattr(self.vc, "source", None) is self._source and self.vc.is_paused():
-            self.vc.resume()

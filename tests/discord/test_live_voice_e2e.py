@@ -216,9 +216,9 @@ async def test_a_typed_answer_waits_until_the_spoken_one_is_over(tmp_path, repo_
     question = await said(speech, "Tell me a story about a brave little dragon.")
     async with in_call(tmp_path, repo_config, backend, tokens=40) as (server, bot, session):
         await server.speak(server.alice, question)
-        await server.world.wait_until(lambda: session.dialog.playing and session._source is not None, 90,  # noqa: SLF001
+        await server.world.wait_until(lambda: session.dialog.playing and session.call.frames is not None, 90,
                                       "the spoken answer to start")
-        live = session._source  # noqa: SLF001
+        live = session.call.frames
         assert live is not None
         before = len(bot.services.latency.turns)
         asked = server.send_message(server.general, server.bob, f"<@{server.bot.id}> What is two plus two?")

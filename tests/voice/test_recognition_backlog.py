@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from assistant.discord.voice_session import RECOGNITION_BACKLOG, VoiceSession
+from assistant.voice.call import RECOGNITION_BACKLOG, VoiceCall
 
 
 class SlowRecognizer:
@@ -28,7 +28,7 @@ async def test_beyond_the_backlog_the_oldest_waiting_utterance_is_dropped() -> N
     speech = SlowRecognizer()
     session = SimpleNamespace(speech=speech, channel_id=1, _waiting=deque(), _recognizing=asyncio.Lock())
     utterances = [np.full(160, n, dtype=np.float32) for n in range(RECOGNITION_BACKLOG + 3)]
-    tasks = [asyncio.create_task(VoiceSession._recognize(session, audio)) for audio in utterances]  # type: ignore[arg-type]
+    tasks = [asyncio.create_task(VoiceCall._recognize(session, audio)) for audio in utterances]  # type: ignore[arg-type]
     await asyncio.sleep(0.05)
     assert len(session._waiting) == RECOGNITION_BACKLOG  # one is being recognised, the rest wait, bounded
     speech.go.set()
@@ -40,7 +40,7 @@ async def test_beyond_the_backlog_the_oldest_waiting_utterance_is_dropped() -> N
 
 
 def test_a_speaker_over_the_voice_limit_is_neither_recognised_nor_answered() -> None:
-    from assistant.discord.policy import RateLimiter
+    from assistant.discord.policy import RateLimiter  # the bot's limiter, as the call gets it
     from assistant.voice.receiver import SpeechEvent
     from assistant.voice.turns import Event
 
@@ -51,7 +51,7 @@ def test_a_speaker_over_the_voice_limit_is_neither_recognised_nor_answered() -> 
     def event(kind: Event, user: int = 7) -> SpeechEvent:
         return SpeechEvent(user, kind, 1.0, 0.0, 1.0, audio)
 
-    throttled = VoiceSession._throttled  # type: ignore[attr-defined]
+    throttled = VoiceCall._throttled  # type: ignore[attr-defined]
     assert not throttled(session, event(Event.PAUSED)) and not throttled(session, event(Event.ENDED))  # 1st: answered
     assert throttled(session, event(Event.PAUSED))  # already over: no speculative recognition
     assert throttled(session, event(Event.ENDED))  # the 2nd utterance is not answered ...

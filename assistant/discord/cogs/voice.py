@@ -6,7 +6,7 @@ it starts one `VoiceSession` per guild (hear → recognise → answer by voice, 
 are heard. `leave` stops listening before disconnecting, so no audio is read after it.
 
 When the bot is in the author's voice channel, the chat cog also feeds a text answer's
-deltas to a `Speaker`, which speaks them sentence by sentence (`assistant.discord.playback`).
+deltas to a `Speaker`, which speaks them sentence by sentence (`assistant.voice.playback`).
 A live voice answer has priority: a typed answer waits until the call's spoken answer is over
 (it is synthesised meanwhile) instead of cutting it off.
 """
@@ -23,10 +23,11 @@ from nextcord.ext import commands
 
 from assistant.config import VoiceConfig
 from assistant.discord.invocation import Invocation
-from assistant.discord.playback import FrameQueueSource, speak_deltas
+from assistant.discord.playback import DiscordSink
 from assistant.discord.services import BotServices
 from assistant.discord.voice_session import VoiceSession
 from assistant.errors import AssistantError
+from assistant.voice.playback import FrameQueue, speak_deltas
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ class Speaker:
         self.speech = speech
         self._wait_turn = wait_turn
         self._deltas: asyncio.Queue[str | None] = asyncio.Queue()
-        self.source = FrameQueueSource()
+        self.source = FrameQueue()
         self._task = asyncio.create_task(self._run())
 
     def feed(self, delta: str) -> None:
@@ -77,7 +78,7 @@ class Speaker:
             yield delta
 
     async def _run(self) -> None:
-        await speak_deltas(self.vc, self.speech, self._text(), self.source, before_play=self._wait_turn)
+        await speak_deltas(DiscordSink(self.vc), self.speech, self._text(), self.source, before_play=self._wait_turn)
 
     async def finish(self) -> float | None:
         """Wait until every sentence is synthesised and queued; returns when the first frame played."""
