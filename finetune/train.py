@@ -25,7 +25,7 @@ import sys
 import time
 import tomllib
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from assistant.adapters import base_model_identity
 from assistant.config import Config, FinetuneConfig, config_mapping, parse_config, to_toml
@@ -36,6 +36,9 @@ from finetune.data import Dataset, load_file
 from finetune.datasets_store import DATA_FILE
 from finetune.events import EVENTS_FILE, EventWriter, ProgressEvent, read_events
 from finetune.teach import FEEDBACK
+
+if TYPE_CHECKING:
+    from assistant.llm.loader import LoadedModel
 
 logger = logging.getLogger(__name__)
 
@@ -172,18 +175,46 @@ def add_feedback(config: Config, loaded: Any, out: Path, writer: EventWriter | N
     datasets += training_datasets(loaded, taught, load_datasets(taught.paths, "messages"), config, out)
 
 
-def run_training(config: Config, args: argparse.Namespace) -> dict[str, Any]:
-    """Train and write the run folder; returns the metadata written next to the adapter."""
-    import torch
+@dataclasses.dataclass
+class RunPlan:
+    """What a run trains on and where it writes, settled (and checked) before the model loads,
+    so a bad dataset name or a folder holding old checkpoints fails in seconds, not minutes."""
 
+    settings: FinetuneConfig
+    out: Path
+    method: str
+    feedback: bool
+    paths: list[Path]
+    datasets: list[Dataset]
+    resume_from: Path | None
+    writer: EventWriter | None
+
+
+def resume_checkpoint(out: Path, *, resume: bool) -> Path | None:
+    """Without --resume a folder that already holds checkpoints is refused: the Trainer would
+    otherwise mix a new run's checkpoints with the old run's."""
+    ckpt_dir = out / CHECKPOINTS
+    if resume:
+        return last_checkpoint(ckpt_dir)
+    if last_checkpoint(ckpt_dir) is not None:
+        raise TrainingError(f"{out} already holds checkpoints; pass --resume to continue, or choose a new --out.")
+    return None
+
+
+def choose_method(requested: str, datasets: list[Dataset], *, feedback: bool) -> str:
+    """`auto` means DPO only when every dataset is preference pairs; a feedback run is SFT because
+    the teaching data it exports (`training_datasets`) are message rows."""
+    if requested != "auto":
+        return requested
+    return "dpo" if datasets and not feedback and all(d.kind == "preference" for d in datasets) else "sft"
+
+
+def plan_run(config: Config, args: argparse.Namespace) -> RunPlan:
     settings = finetune_settings(config.finetune, overrides=args.set, max_steps=args.max_steps, epochs=args.epochs)
     out: Path = args.out.resolve()
     # Under `accelerate launch` only rank 0 writes events and the adapter; the launcher sets RANK.
     main_process = os.environ.get("RANK", "0") == "0"
-    ckpt_dir = out / CHECKPOINTS
-    resume_from = last_checkpoint(ckpt_dir) if args.resume else None
-    if not args.resume and last_checkpoint(ckpt_dir) is not None:
-        raise TrainingError(f"{out} already holds checkpoints; pass --resume to continue, or choose a new --out.")
+    resume_from = resume_checkpoint(out, resume=args.resume)
     feedback = FEEDBACK in args.data
     if feedback:
         settings = feedback_settings(settings, args)
@@ -192,71 +223,108 @@ def run_training(config: Config, args: argparse.Namespace) -> dict[str, Any]:
     datasets = load_datasets(paths, args.format)
     if main_process:
         save_run_config(out, config, settings, args)
-    method = args.method
-    if method == "auto":
-        method = "dpo" if datasets and not feedback and all(d.kind == "preference" for d in datasets) else "sft"
+    method = choose_method(args.method, datasets, feedback=feedback)
     writer = EventWriter(out / EVENTS_FILE, echo=None) if main_process else None
-    torch.manual_seed(settings.seed)
+    return RunPlan(settings, out, method, feedback, paths, datasets, resume_from, writer)
+
+
+def load_model(config: Config, settings: FinetuneConfig) -> LoadedModel:
+    """The base model on the GPU when there is one (a CPU run still works, slowly)."""
+    import torch
 
     from assistant.llm.loader import load_causal_lm
 
-    loaded = load_causal_lm(config.model.name, config.storage.models_dir, device="cpu" if not
-                            torch.cuda.is_available() else "cuda", dtype=PRECISION_DTYPE[settings.precision],
-                            threads=settings.threads or config.model.threads)
-    if feedback:
-        add_feedback(config, loaded, out, writer, paths, datasets)
-    os.environ["TENSORBOARD_LOGGING_DIR"] = str(out / "tensorboard")
-    from finetune.recipes import build_dpo_trainer, build_sft_trainer
+    return load_causal_lm(config.model.name, config.storage.models_dir, device="cpu" if not
+                          torch.cuda.is_available() else "cuda", dtype=PRECISION_DTYPE[settings.precision],
+                          threads=settings.threads or config.model.threads)
 
-    build = build_dpo_trainer if method == "dpo" else build_sft_trainer
-    trainer, callback = build(loaded, datasets, settings, out=out, system_prompt=config.model.system_prompt,
-                              writer=writer, progress=not args.no_progress)
-    started = time.time()
+
+def train_reporting_errors(trainer: Any, resume_from: Path | None, writer: EventWriter | None) -> Any:
+    """A crash becomes an `error` event before it propagates, so whoever follows the events file
+    (the bot, `finetune jobs watch`) learns why without reading the log."""
     try:
-        result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        return trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     except Exception as exc:
         if writer is not None:
             writer.emit(ProgressEvent("error", message=f"{exc.__class__.__name__}: {exc}"))
         raise
-    metadata: dict[str, Any] = {}
+
+
+def write_rank_evidence(out: Path, trainer: Any) -> None:
+    """Evidence that every DDP rank trained (and how far): rank 0's metadata alone cannot show it."""
     rank = trainer.args.process_index
-    (out / "ranks").mkdir(exist_ok=True)  # evidence that every DDP rank trained (and how far)
+    (out / "ranks").mkdir(exist_ok=True)
     (out / "ranks" / f"rank{rank}.json").write_text(json.dumps(
         {"rank": rank, "world_size": trainer.args.world_size, "steps": trainer.state.global_step}), encoding="utf-8")
-    if trainer.is_world_process_zero():
-        adapter = out / ADAPTER_DIR
-        metadata = {
-            "base_model": {**base_model_identity(loaded.source), "config_name": config.model.name},
-            "method": method,
-            "datasets": [{"path": str(p), "sha256": file_sha256(p), "rows": len(d.rows), "format": d.format}
-                         for p, d in zip(paths, datasets)],
-            "hyperparameters": dataclasses.asdict(settings),  # the full resolved [finetune] section
-            "overrides": cli_overrides(args),
-            "config_file": str(out / RUN_CONFIG),
-            "system_prompt": config.model.system_prompt,
-            "precision": loaded.dtype,
-            "world_size": trainer.args.world_size,
-            "metrics": {"train_loss": result.training_loss, "steps": trainer.state.global_step,
-                        "seconds": round(time.time() - started, 2),
-                        "final_loss": callback.history[-1]["loss"] if callback.history else None},
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-        # Staged, fsynced, renamed: the registry lists an adapter as soon as adapter_config.json
-        # exists, so the folder must appear whole or not at all.
-        with staging_dir(adapter) as stage:
-            trainer.model.save_pretrained(str(stage))
-            loaded.tokenizer.save_pretrained(str(stage))
-            (stage / METADATA).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
-        from finetune.plots import loss_curve
 
-        events, _ = read_events(out / EVENTS_FILE)
-        png = loss_curve(events, out / "loss.png", title=f"{out.name}: training loss")
-        assert writer is not None
-        writer.emit(ProgressEvent("done", step=trainer.state.global_step, total_steps=trainer.state.max_steps,
-                                  loss=metadata["metrics"]["final_loss"], message="finished",
-                                  data={"adapter": str(adapter), "loss_png": str(png) if png else None,
-                                        "metrics": metadata["metrics"]}))
-        writer.close()
+
+def run_metadata(config: Config, args: argparse.Namespace, plan: RunPlan, loaded: LoadedModel, world_size: int,
+                 metrics: dict[str, Any]) -> dict[str, Any]:
+    """Everything needed to trust or reproduce the adapter later, stored next to it."""
+    return {
+        "base_model": {**base_model_identity(loaded.source), "config_name": config.model.name},
+        "method": plan.method,
+        "datasets": [{"path": str(p), "sha256": file_sha256(p), "rows": len(d.rows), "format": d.format}
+                     for p, d in zip(plan.paths, plan.datasets)],
+        "hyperparameters": dataclasses.asdict(plan.settings),  # the full resolved [finetune] section
+        "overrides": cli_overrides(args),
+        "config_file": str(plan.out / RUN_CONFIG),
+        "system_prompt": config.model.system_prompt,
+        "precision": loaded.dtype,
+        "world_size": world_size,
+        "metrics": metrics,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def publish_adapter(out: Path, trainer: Any, loaded: LoadedModel, writer: EventWriter | None,
+                    metadata: dict[str, Any]) -> None:
+    """Save the adapter, draw the loss curve, and only then emit `done`, which followers wait for."""
+    adapter = out / ADAPTER_DIR
+    # Staged, fsynced, renamed: the registry lists an adapter as soon as adapter_config.json
+    # exists, so the folder must appear whole or not at all.
+    with staging_dir(adapter) as stage:
+        trainer.model.save_pretrained(str(stage))
+        loaded.tokenizer.save_pretrained(str(stage))
+        (stage / METADATA).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
+    from finetune.plots import loss_curve
+
+    events, _ = read_events(out / EVENTS_FILE)
+    png = loss_curve(events, out / "loss.png", title=f"{out.name}: training loss")
+    assert writer is not None
+    writer.emit(ProgressEvent("done", step=trainer.state.global_step, total_steps=trainer.state.max_steps,
+                              loss=metadata["metrics"]["final_loss"], message="finished",
+                              data={"adapter": str(adapter), "loss_png": str(png) if png else None,
+                                    "metrics": metadata["metrics"]}))
+    writer.close()
+
+
+def run_training(config: Config, args: argparse.Namespace) -> dict[str, Any]:
+    """Train and write the run folder; returns the metadata written next to the adapter."""
+    import torch
+
+    plan = plan_run(config, args)
+    torch.manual_seed(plan.settings.seed)
+    loaded = load_model(config, plan.settings)
+    if plan.feedback:
+        add_feedback(config, loaded, plan.out, plan.writer, plan.paths, plan.datasets)
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(plan.out / "tensorboard")
+    from finetune.recipes import build_dpo_trainer, build_sft_trainer
+
+    build = build_dpo_trainer if plan.method == "dpo" else build_sft_trainer
+    trainer, callback = build(loaded, plan.datasets, plan.settings, out=plan.out,
+                              system_prompt=config.model.system_prompt, writer=plan.writer,
+                              progress=not args.no_progress)
+    started = time.time()
+    result = train_reporting_errors(trainer, plan.resume_from, plan.writer)
+    metadata: dict[str, Any] = {}
+    write_rank_evidence(plan.out, trainer)
+    if trainer.is_world_process_zero():
+        metrics = {"train_loss": result.training_loss, "steps": trainer.state.global_step,
+                   "seconds": round(time.time() - started, 2),
+                   "final_loss": callback.history[-1]["loss"] if callback.history else None}
+        metadata = run_metadata(config, args, plan, loaded, trainer.args.world_size, metrics)
+        publish_adapter(plan.out, trainer, loaded, plan.writer, metadata)
     trainer.accelerator.wait_for_everyone()
     return metadata
 

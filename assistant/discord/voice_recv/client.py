@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import struct
 import threading
 from collections.abc import Callable
 from typing import Any
 
 import nextcord
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from nextcord.gateway import DiscordVoiceWebSocket
 from nextcord.voice_client import E2EEState
 
-from assistant.voice.transport import AES256_GCM, XCHACHA20
+from assistant.voice.transport import AES256_GCM, XCHACHA20, TransportCipher
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +113,9 @@ class ListeningVoiceClient(nextcord.VoiceClient):
             return super()._get_voice_packet(data)
 
     def _encrypt_aead_aes256_gcm_rtpsize(self, header: bytes, data: Any) -> bytes:
-        nonce = struct.pack(">I", self._incr_nonce)
+        """nextcord seals only XChaCha20; AES-256-GCM goes through the core's `TransportCipher`, so
+        the wire layout (4-byte counter as nonce prefix and as trailer) is written down once.
+        The counter advances before sealing and wraps after 2**32 - 1, as nextcord's own does."""
+        counter = self._incr_nonce
         self.checked_add("_incr_nonce", 1, 4294967295)
-        sealed = AESGCM(bytes(self.secret_key)).encrypt(nonce + bytes(8), bytes(data), bytes(header))
-        return bytes(header) + sealed + nonce
+        return TransportCipher(AES256_GCM, bytes(self.secret_key)).seal(bytes(header), bytes(data), counter)
