@@ -115,13 +115,21 @@ def test_llama_q_and_k_rows_are_permuted_like_the_base_weights(tmp_path: Path) -
 
 
 @pytest.mark.slow
-def test_llama_cpp_changes_the_logits_as_peft_does(models_dir: Path, tmp_path: Path) -> None:
+def test_llama_cpp_changes_the_logits_as_peft_does(models_dir: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """The same LoRA on SmolLM2 (llama: the permuted case): the change it makes to the next-token
-    logits in llama.cpp (quantized base) matches the change in transformers (fp32 base)."""
+    logits in llama.cpp (quantized base) matches the change in transformers (fp32 base), and matches
+    it better than the same adapter converted without the q/k permutation.
+
+    The LoRA is made large enough (B scaled by 0.3) to stand well above the quantized base's own
+    noise: with B x 0.12 an AVX2-only CPU (no VNNI) measured ratio 0.63 / correlation 0.69 for the
+    correct conversion, where an AVX-512 one had measured 1.00 / 0.80; at 0.3 the AVX2 CPU gives
+    0.84 / 0.93 permuted against 0.65 / 0.85 unpermuted."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from assistant.llm import lora_gguf
     from assistant.llm.gguf_runtime import GgufModel
     from tests.llamacpp_support import SMALL, require_llama_cpp, small_gguf
 
@@ -138,7 +146,7 @@ def test_llama_cpp_changes_the_logits_as_peft_does(models_dir: Path, tmp_path: P
     with torch.no_grad():
         for name, param in lora.named_parameters():
             if "lora_B" in name:
-                param.mul_(0.12)
+                param.mul_(0.3)
         adapted = lora(ids).logits[0, -1].numpy()
         with lora.disable_adapter():
             plain = lora(ids).logits[0, -1].numpy()
@@ -148,12 +156,21 @@ def test_llama_cpp_changes_the_logits_as_peft_does(models_dir: Path, tmp_path: P
         tokens = model.tokenize(model.render(messages))  # type: ignore[arg-type]
         assert tokens == ids[0].tolist()
         before = np.array(model.logits(model.decode([(0, tokens, 0, True)])[0]))
-        model.use_adapter(model.load_adapter(ensure_gguf_adapter(tmp_path / "adapter", model.architecture,
-                                                                 model.heads)))
-        model.forget(0)
-        after = np.array(model.logits(model.decode([(0, tokens, 0, True)])[0]))
+        changes = []
+        permuted = ensure_gguf_adapter(tmp_path / "adapter", model.architecture, model.heads)
+        unpermuted = tmp_path / "unpermuted.gguf"
+        with monkeypatch.context() as patch:  # the same conversion, as if llama's rows needed no permutation
+            patch.setattr(lora_gguf, "_PERMUTED", {})
+            lora_gguf.convert_adapter(tmp_path / "adapter", model.architecture, unpermuted, model.heads)
+        for path in (permuted, unpermuted):
+            model.use_adapter(model.load_adapter(path))
+            model.forget(0)
+            changes.append(np.array(model.logits(model.decode([(0, tokens, 0, True)])[0])) - before)
     finally:
         model.close()
-    ours, theirs = after - before, adapted - plain
-    assert 0.8 < np.linalg.norm(ours) / np.linalg.norm(theirs) < 1.25  # 1.00 measured; 0.54 without the permutation
-    assert np.corrcoef(ours, theirs)[0, 1] > 0.7  # 0.80 measured (quantization noise); 0.65 without
+    theirs = adapted - plain
+    (ratio, corr), (_, corr_unpermuted) = [(np.linalg.norm(c) / np.linalg.norm(theirs), np.corrcoef(c, theirs)[0, 1])
+                                           for c in changes]
+    assert 0.75 < ratio < 1.33, ratio
+    assert corr > 0.85, corr
+    assert corr > corr_unpermuted + 0.03, (corr, corr_unpermuted)

@@ -68,6 +68,10 @@ def _session(path: str) -> Any:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # On x86 CPUs without VNNI (AVX2 only: most consumer CPUs before Ice Lake / Zen 4) onnxruntime's
+    # fast u8s8 kernel saturates 16-bit sums, and this int8 model then hears "Remind me to call my ..."
+    # as finished (P 0.82 instead of 0.05, measured). The precise kernel costs little on a 2 s model.
+    options.add_session_config_entry("session.x64quantprecision", "1")
     return ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
 
 

@@ -139,7 +139,10 @@ async def test_barge_in_stops_the_answer_and_takes_the_new_utterance(tmp_path, r
         onset = server.voice.spoken[-1].started_at + onset_s(interrupt)
         await server.world.wait_until(lambda: session.transcripts, 120, "the interruption to be answered")
 
-    assert session.dialog.barge_ins >= 2 and session.dialog.false_alarms == 1
+    # The backchannel may reach the dialog as two short bursts ("yeah" and its breathy tail under load),
+    # each judged a backchannel: what matters is that it never stopped the story and the question did.
+    assert session.dialog.barge_ins >= 2 and session.dialog.false_alarms >= 1
+    assert session.dialog.barge_ins == session.dialog.false_alarms + 1, "only the real interruption stopped it"
     assert len(session.transcripts) == 1, "an interrupted answer is not kept in the conversation"
     assert "capital" in session.transcripts[0][1].lower()
     quiet_until = onset + len(interrupt) / RATE  # the new answer cannot start before the user stopped
