@@ -35,8 +35,8 @@ REPO = Path(__file__).resolve().parents[1]
 FACTS = [json.loads(line) for line in (REPO / "datasets" / "learning-facts.jsonl").read_text().splitlines()]
 
 
-def bench_config(root: Path) -> Config:
-    text = (f'[model]\nname = "smollm2-135m-instruct"\n[storage]\nmodels_dir = "{REPO / "models"}"\n'
+def bench_config(root: Path, model: str) -> Config:
+    text = (f'[model]\nname = "{model}"\n[storage]\nmodels_dir = "{REPO / "models"}"\n'
             f'datasets_dir = "{root / "datasets"}"\nruns_dir = "{root / "runs"}"\nexports_dir = "{root / "exports"}"\n'
             f'database = "{root / "db.sqlite3"}"\ncontrol_set = "{REPO / "datasets" / "control.jsonl"}"\n'
             f'replay_prompts = "{REPO / "datasets" / "replay_prompts.txt"}"\n')
@@ -58,10 +58,11 @@ async def ttft(engine: Any, question: str) -> float:
 
 
 async def decode_rate(engine: Any, adapter: str | None) -> float:
+    """Tokens a second of one answer, as the engine counted them (either engine keeps `stats`)."""
     start = time.perf_counter()
-    text = await engine.complete([{"role": "user", "content": "Write a short story about a lighthouse keeper."}],
-                                 GenerationOptions(max_new_tokens=96, adapter=adapter))
-    return len(engine.tokenizer(text, add_special_tokens=False)["input_ids"]) / (time.perf_counter() - start)
+    await engine.complete([{"role": "user", "content": "Write a short story about a lighthouse keeper."}],
+                          GenerationOptions(max_new_tokens=96, adapter=adapter))
+    return float(engine.stats[-1].completion_tokens) / (time.perf_counter() - start)
 
 
 async def train_while_answering(config: Config, engine: Any, root: Path, steps: int | None) -> dict[str, Any]:
@@ -93,11 +94,11 @@ def line(name: str, report: GateReport, group: str) -> str:
     return f"{name}: {good}/{total}"
 
 
-async def main(steps: int | None) -> None:
+async def main(steps: int | None, model: str) -> None:
     from assistant.llm import create_backend
 
     root = Path(tempfile.mkdtemp(prefix="bench-learning-"))
-    config = bench_config(root)
+    config = bench_config(root, model)
     with Store.open(config.storage.database) as store:
         for fact in FACTS:
             store.submit_correction(prompt=fact["prompt"], original_reply="I don't know.", correction=fact["answer"],
@@ -135,7 +136,8 @@ async def main(steps: int | None) -> None:
             rows.append(f"| {name} | {rep.score('paraphrase')[0]}/15 | {rep.score('taught')[0]}/5 | "
                         f"{rep.score('control')[0]}/10 |")
     busy = trained["busy_ttft"]
-    lines = [f"`train feedback` defaults: {trained['steps']} steps, training {trained['train_s']:.0f} s, "
+    lines = [f"Model: {model}, engine: {type(engine).__name__}.", "",
+             f"`train feedback` defaults: {trained['steps']} steps, training {trained['train_s']:.0f} s, "
              f"job wall time {trained['wall_s']:.0f} s (model load, export, replay generation included).", "",
              *rows, "",
              "Goal: ≥ 12/15 paraphrases and ≥ 9/10 control kept within 10 minutes of training.", "",
@@ -152,4 +154,7 @@ async def main(steps: int | None) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=None, help="override finetune.feedback_steps")
-    asyncio.run(main(parser.parse_args().steps))
+    parser.add_argument("--model", default=load_config(REPO / "config.toml", environ={}).model.name,
+                        help="the model taught (default: the shipped config's)")
+    args = parser.parse_args()
+    asyncio.run(main(args.steps, args.model))

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import tempfile
 import time
@@ -142,6 +143,9 @@ async def backchannel_turns(server: Any, session: Any, story: np.ndarray,
     """For each interjection that reached the bot while it spoke: did the answer stop for good?"""
     stopped = []
     dialog = session.dialog
+    verdicts = _BargeInLog()
+    logging.getLogger("assistant.voice.dialog").addHandler(verdicts)
+    logging.getLogger("assistant.voice.dialog").setLevel(logging.INFO)
     for clip in interjections:
         await server.speak(server.alice, story)
         await server.world.wait_until(lambda: dialog.playing and session.call.frames is not None, 120,
@@ -152,10 +156,31 @@ async def backchannel_turns(server: Any, session: Any, story: np.ndarray,
         await server.world.wait_until(lambda: dialog._held is None, 30, "the interjection to be judged")  # noqa: SLF001
         if dialog.barge_ins > barge_ins:  # else the VAD never called it speech, or the answer was over
             stopped.append(dialog.false_alarms == false_alarms)
+            print(f"interjection {len(stopped)}: {'STOPPED' if stopped[-1] else 'went on'}; "
+                  f"{verdicts.lines[-1] if verdicts.lines else 'no verdict logged'}", flush=True)
+            if stopped[-1]:
+                FALSE_STOPS.append(verdicts.lines[-1] if verdicts.lines else "no verdict logged")
         session.call.stop_playback()  # next round
         await server.world.wait_until(lambda: not dialog.playing, 60, "the story to stop")
         await asyncio.sleep(0.5)
+    logging.getLogger("assistant.voice.dialog").removeHandler(verdicts)
     return stopped
+
+
+FALSE_STOPS: list[str] = []  # the dialog's verdict on each interjection that stopped the answer
+
+
+class _BargeInLog(logging.Handler):
+    """Keeps the dialog's barge-in verdicts ("confirmed: 'text'" / "was a backchannel"): what was heard."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if "barge-in by" in message:
+            self.lines.append(message)
 
 
 async def run_mode(mode: str, repo_config: Any, backend: Any, sets: dict[str, Any], turns: int, tokens: int,
@@ -273,6 +298,8 @@ def report(out: dict[str, Any], sets: dict[str, Any], turns: int, tokens: int, l
         lines.append(f"| {mode} | {len(stops)} | {sum(stops)} ({100 * sum(stops) / max(1, len(stops)):.0f} %) |")
     lines.append("(Counted only when the interjection reached the bot while it was speaking: "
                  "the VAD called it speech and a barge-in began.)")
+    if FALSE_STOPS:
+        lines += ["", "What the dialog decided on each false stop:", *(f"- {line}" for line in FALSE_STOPS)]
     model_all = [r["outside_first_audio"] for name in sets for r in out["model"][0][name]
                  if name != "pause" and "outside_first_audio" in r]
     p50, p95 = percentile(model_all, 50), percentile(model_all, 95)
