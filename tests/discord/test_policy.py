@@ -153,6 +153,16 @@ def test_to_turns_skips_bots_commands_corrections_and_merges():
         {"role": "user", "content": "hello\nanyone?"}, {"role": "assistant", "content": "Hi there"}]
 
 
+def test_questions_to_the_bot_still_waiting_for_their_answers_are_left_out():
+    """Bob and Carol ask at the same moment: Dana's prompt holds the earlier exchange, not their questions."""
+    said = [Said(False, False, "what is 2+2?", to_me=True, id=1), Said(False, False, "Who wrote Hamlet?", to_me=True, id=2),
+            Said(True, True, "4.", id=3, reply_to=1), Said(False, False, "nice weather today", id=4),
+            Said(False, False, "What is the capital of Peru?", to_me=True, id=5)]
+    assert to_turns(said, command_prefix="!") == [
+        {"role": "user", "content": "what is 2+2?"}, {"role": "assistant", "content": "4."},
+        {"role": "user", "content": "nice weather today"}]
+
+
 def test_typing_pacer_one_request_per_period_per_channel():
     pacer = TypingPacer(8.0, max_channels=3)
     assert pacer.due(1, 0.0) and not pacer.due(1, 7.9) and pacer.due(1, 8.0)

@@ -134,7 +134,7 @@ async def test_a_spoken_question_is_answered_by_voice_without_discord(
         await asyncio.sleep(0.02)
     spoke_at = time.monotonic()
     deadline = spoke_at + 120
-    while time.monotonic() < deadline and not (call.transcripts and sink.current is None):
+    while time.monotonic() < deadline and not (call.transcripts and sink.played and sink.current is None):
         receiver.tick(time.monotonic())
         await asyncio.sleep(0.02)
     call.close()

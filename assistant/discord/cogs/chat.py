@@ -133,7 +133,9 @@ class Chat(commands.Cog):
             chain = [m async for m in message.channel.history(limit=limit, before=message)]
             chain.reverse()
         return [Said(me is not None and m.author.id == me.id, m.author.bot,
-                     strip_mentions(m.content, me.id) if me else m.content) for m in chain]
+                     strip_mentions(m.content, me.id) if me else m.content,
+                     to_me=me is not None and any(u.id == me.id for u in m.mentions), id=m.id,
+                     reply_to=m.reference.message_id if m.reference is not None else None) for m in chain]
 
     async def question_of(self, message: nextcord.Message, timing: TurnTiming, heard: str | None = None) -> str:
         """The text to answer: the message text, or the transcript of its audio attachment

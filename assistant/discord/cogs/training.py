@@ -223,8 +223,8 @@ class Training(commands.Cog):
         about = ""
         async for event in runner.watch(job_id):
             events.append(event)
-            if event.kind == "start" and event.message:
-                about = f" ({event.message})"
+            if event.kind == "start" and event.message not in ("", "started", "resumed"):
+                about = f" ({event.message})"  # what it trains on; the trainer's own "started" says nothing
             if event.kind == "step" and time.monotonic() - last_edit >= PROGRESS_EVERY_S:
                 last_edit = time.monotonic()
                 await self._edit(message, content=f"Training `{job_id}`{about}: {format_progress(event)}")
