@@ -43,8 +43,9 @@ class _Ticket:
 class WorkerEngine(ChatBackend, Generic[R]):
     """Base of the local engines: admission with a bound, the inbox, control calls, the stream bridge.
 
-    Subclasses run `_worker_loop` on `self._thread`, take requests and control calls from
-    `self._inbox` (None means shut down) and call `request.deliver(...)`.
+    Subclasses call `_init_worker` first, run their own loop (`_run`) on `self._thread`, take requests
+    and control calls from `self._inbox` (None means shut down; `_run_control` runs a control call)
+    and answer through `request.deliver(...)`.
     """
 
     def _init_worker(self, *, max_batch_size: int, max_queued: int) -> None:
