@@ -171,6 +171,6 @@ def test_llama_cpp_changes_the_logits_as_peft_does(models_dir: Path, tmp_path: P
     theirs = adapted - plain
     (ratio, corr), (_, corr_unpermuted) = [(np.linalg.norm(c) / np.linalg.norm(theirs), np.corrcoef(c, theirs)[0, 1])
                                            for c in changes]
-    assert 0.75 < ratio < 1.33, ratio
+    assert 0.8 < ratio < 1.25, ratio
     assert corr > 0.85, corr
     assert corr > corr_unpermuted + 0.03, (corr, corr_unpermuted)
