@@ -14,6 +14,7 @@ must be JSON (`Content-Type: application/json`, size-capped, malformed or deeply
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 import time
 import uuid
@@ -29,7 +30,14 @@ LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 def is_loopback(host: str) -> bool:
-    return host in LOOPBACK_HOSTS or host.startswith("127.")
+    """Only a real loopback address or `localhost`: a name that merely starts with "127."
+    (`127.0.0.1.evil.example`) is exactly what a DNS-rebinding page would send."""
+    if host.lower().rstrip(".") in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def host_name(header: str) -> str:

@@ -110,8 +110,9 @@ async def test_hostile_requests_are_refused_cleanly(server: TestServer, engine: 
             assert r.status == 400, await r.text()
         async with http.post(url, data=b'{"messages": []}', headers={"Authorization": "Bearer k3y"}) as r:
             assert r.status == 415
-        async with http.post(url, json={"messages": QUESTION}, headers={**auth, "Host": "evil.example:80"}) as r:
-            assert r.status == 421
+        for rebound in ("evil.example:80", "127.0.0.1.evil.example", "127.attacker.example:8080"):
+            async with http.post(url, json={"messages": QUESTION}, headers={**auth, "Host": rebound}) as r:
+                assert r.status == 421, rebound
         async with http.post(url, json={"messages": QUESTION}, headers={**auth, "Authorization": "Bearer k3x"}) as r:
             assert r.status == 401
         async with http.post(url, data=b"x" * (2 * 1024 * 1024), headers=auth) as r:
@@ -141,3 +142,15 @@ def test_serve_refuses_a_public_bind_without_a_key(tmp_path: Path) -> None:
     env = {k: v for k, v in __import__("os").environ.items() if k != "OPENAI_API_KEY"}
     result = run_cli("serve", "--host", "0.0.0.0", "--port", "0", env=env, timeout=120)
     assert result.returncode == 2 and "API key" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("host, loopback", [
+    ("localhost", True), ("LOCALHOST.", True), ("127.0.0.1", True), ("127.3.4.5", True), ("::1", True),
+    ("127.0.0.1.evil.example", False), ("127.attacker.example", False), ("0.0.0.0", False),
+    ("192.168.1.2", False), ("evil.example", False), ("", False),
+])
+def test_only_real_loopback_names_count_as_loopback(host: str, loopback: bool) -> None:
+    """A rebinding domain may start with "127."; only an address that is loopback, or localhost, passes."""
+    from assistant.openai_server import is_loopback
+
+    assert is_loopback(host) is loopback

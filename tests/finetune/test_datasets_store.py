@@ -29,7 +29,7 @@ def rows(n: int = 3) -> bytes:
 
 
 @pytest.mark.parametrize("name", ["../x", "a/b", "/etc", "a\x00b", "", ".hidden", "a..b", "archive", "é", "x" * 65,
-                                  "a\\b", "con\u202e"])
+                                  "a\\b", "con\u202e", "name\n", "name\r\n"])
 def test_unsafe_names_are_refused(name: str) -> None:
     with pytest.raises(DatasetError, match="Invalid dataset name"):
         check_name(name)
