@@ -145,7 +145,7 @@ async def backchannel_turns(server: Any, session: Any, story: np.ndarray,
     dialog = session.dialog
     verdicts = _BargeInLog()
     logging.getLogger("assistant.voice.dialog").addHandler(verdicts)
-    logging.getLogger("assistant.voice.dialog").setLevel(logging.INFO)
+    logging.getLogger("assistant.voice.dialog").setLevel(logging.DEBUG)  # the words heard are logged at DEBUG
     for clip in interjections:
         await server.speak(server.alice, story)
         await server.world.wait_until(lambda: dialog.playing and session.call.frames is not None, 120,
@@ -164,6 +164,7 @@ async def backchannel_turns(server: Any, session: Any, story: np.ndarray,
         await server.world.wait_until(lambda: not dialog.playing, 60, "the story to stop")
         await asyncio.sleep(0.5)
     logging.getLogger("assistant.voice.dialog").removeHandler(verdicts)
+    logging.getLogger("assistant.voice.dialog").setLevel(logging.NOTSET)
     return stopped
 
 
@@ -174,12 +175,12 @@ class _BargeInLog(logging.Handler):
     """Keeps the dialog's barge-in verdicts ("confirmed: 'text'" / "was a backchannel"): what was heard."""
 
     def __init__(self) -> None:
-        super().__init__(logging.INFO)
+        super().__init__(logging.DEBUG)
         self.lines: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage()
-        if "barge-in by" in message:
+        if "barge-in by" in message and (record.levelno == logging.DEBUG or "still talking" in message):
             self.lines.append(message)
 
 

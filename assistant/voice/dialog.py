@@ -160,10 +160,12 @@ class VoiceDialog:
         if held is None or held.user_id != attempt.user_id:
             return False
         if held.overdue and not held.quiet or not is_backchannel(attempt.text):
-            logger.info("barge-in by %s confirmed: %r", attempt.user_id, attempt.text)
+            logger.info("barge-in by %s confirmed: they said something", attempt.user_id)
+            logger.debug("barge-in by %s confirmed: %r", attempt.user_id, attempt.text)  # words: DEBUG only
             self._cut()
             return False
-        logger.info("barge-in by %s was a backchannel (%r): the answer goes on", attempt.user_id, attempt.text)
+        logger.info("barge-in by %s was a backchannel: the answer goes on", attempt.user_id)
+        logger.debug("barge-in by %s was a backchannel (%r)", attempt.user_id, attempt.text)
         held.timer.cancel()
         self._held = None
         self.false_alarms += 1
