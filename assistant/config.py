@@ -185,7 +185,10 @@ class ServeConfig:
 class MemoryConfig:
     enabled: bool = True
     max_facts: int = opt(2, lo=1, hi=20)
-    min_score: float = opt(0.6, lo=0.0, hi=1.0)
+    min_score: float = opt(0.6, lo=0.01, hi=1.0)
+    embedder: str = opt("all-minilm-l6-v2", choices=("all-minilm-l6-v2", "none"))
+    min_similarity: float = opt(0.65, lo=0.01, hi=1.0)
+    min_answer_similarity: float = opt(0.55, lo=0.01, hi=1.0)
 
 
 @dataclass(frozen=True)

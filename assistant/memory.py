@@ -2,10 +2,16 @@
 
 Why retrieval next to LoRA: training takes minutes and can move unrelated answers; a fact an
 admin approved should be answered right away, and a question that resembles no taught one
-must get exactly the prompt it got before (so its answer cannot change). BM25 over the taught
-questions needs no weights and is exact about that: below `memory.min_score` nothing is added.
-The score is normalised by the taught question's score against itself, so the threshold means
-"share of the taught question's own evidence" whatever the corpus size.
+must get exactly the prompt it got before (so its answer cannot change). Two judges, either
+of which recalls a fact:
+- BM25 over the taught questions (no weights): the score is normalised by the taught
+  question's score against itself, so `memory.min_score` means "share of the taught
+  question's own evidence" whatever the corpus size. Exact words, typos in names included.
+- Sentence embeddings (`assistant/embedding.py`): the question's cosine similarity to the
+  taught question (`min_similarity`) or to the taught answer (`min_answer_similarity`, for
+  questions asked about what the answer says). This is what hears paraphrases: "Who's the
+  mascot?" shares one word with "What is our server's mascot called?".
+Below both thresholds nothing is added.
 """
 
 from __future__ import annotations
@@ -15,7 +21,10 @@ import re
 import threading
 from collections import Counter
 from dataclasses import dataclass
-from typing import Callable
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
 
 from assistant.config import MemoryConfig
 from assistant.store import Store
@@ -71,16 +80,25 @@ class Bm25:
         return total
 
 
+class Embedder(Protocol):
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """Unit-length rows, one per text."""
+        ...
+
+
 class TeachingMemory:
     """Approved facts, refreshed from a loader (the store) when they change; safe from any thread."""
 
-    def __init__(self, config: MemoryConfig, load: Callable[[], list[Fact]]) -> None:
+    def __init__(self, config: MemoryConfig, load: Callable[[], list[Fact]], embedder: Embedder | None = None) -> None:
         self.config = config
         self._load = load
+        self.embedder = embedder
         self._lock = threading.Lock()
         self._facts: list[Fact] = []
         self._index = Bm25([])
         self._self_scores: list[float] = []
+        self._vectors: dict[str, np.ndarray] = {}  # text -> its embedding, kept across refreshes
+        self._questions = self._answers = np.zeros((0, 0), np.float32)
         self.refresh()
 
     def refresh(self) -> None:
@@ -89,8 +107,19 @@ class TeachingMemory:
         docs = [terms(f.question) for f in facts]
         index = Bm25(docs)
         selfs = [index.score(d, i) for i, d in enumerate(docs)]
+        questions, answers = self._embed([f.question for f in facts]), self._embed([f.answer for f in facts])
         with self._lock:
             self._facts, self._index, self._self_scores = facts, index, selfs
+            self._questions, self._answers = questions, answers
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        """Embeddings of `texts`, computing only those not seen before (refreshes are frequent)."""
+        if self.embedder is None or not texts:
+            return np.zeros((len(texts), 0), np.float32)
+        new = sorted({t for t in texts if t not in self._vectors})
+        if new:
+            self._vectors.update(zip(new, self.embedder.embed(new), strict=True))
+        return np.stack([self._vectors[t] for t in texts])
 
     def __len__(self) -> int:
         return len(self._facts)
@@ -100,15 +129,19 @@ class TeachingMemory:
         query = terms(question)
         with self._lock:
             facts, index, selfs = self._facts, self._index, self._self_scores
-        if not query or not facts:
+            questions, answers = self._questions, self._answers
+        if not question.strip() or not facts:
             return []
+        closeness = [index.score(query, i) / selfs[i] / self.config.min_score if selfs[i] > 0 and query else 0.0
+                     for i in range(len(facts))]
+        if self.embedder is not None and questions.size:
+            asked = self.embedder.embed([question])[0]
+            closeness = np.maximum.reduce([np.asarray(closeness), questions @ asked / self.config.min_similarity,
+                                           answers @ asked / self.config.min_answer_similarity]).tolist()
         scored = []
         for i, fact in enumerate(facts):
-            if selfs[i] <= 0:
-                continue
-            share = index.score(query, i) / selfs[i]
-            if share >= self.config.min_score:
-                scored.append((share, -i, fact))
+            if closeness[i] >= 1.0:  # 1 = exactly at a threshold
+                scored.append((closeness[i], -i, fact))
         scored.sort(key=lambda s: (s[0], s[1]), reverse=True)
         seen: set[str] = set()
         picked = []
@@ -121,6 +154,13 @@ class TeachingMemory:
     def notes(self, question: str) -> list[str]:
         """The recalled facts as lines for the system prompt."""
         return [f"Q: {f.question} A: {f.answer}" for f in self.recall(question)]
+
+
+def build_memory(config: MemoryConfig, models_dir: Path, load: Callable[[], list[Fact]]) -> TeachingMemory:
+    """The memory with the configured embedder (BM25 alone when it is off or not provisioned)."""
+    from assistant.embedding import load_embedder
+
+    return TeachingMemory(config, load, load_embedder(models_dir, config.embedder) if config.enabled else None)
 
 
 def approved_facts(store: Store) -> list[Fact]:

@@ -25,7 +25,7 @@ from typing import Any
 
 from assistant.config import Config, load_config
 from assistant.llm.base import GenerationOptions
-from assistant.memory import TeachingMemory, approved_facts
+from assistant.memory import approved_facts, build_memory
 from assistant.prompting import system_messages
 from assistant.store import Store
 from bench.common import write_results
@@ -103,7 +103,7 @@ async def main(steps: int | None, model: str) -> None:
         for fact in FACTS:
             store.submit_correction(prompt=fact["prompt"], original_reply="I don't know.", correction=fact["answer"],
                                     user_id="bench", status="approved")
-        memory = TeachingMemory(config.memory, lambda: approved_facts(store))
+        memory = build_memory(config.memory, config.storage.models_dir, lambda: approved_facts(store))
     engine = create_backend(config.model, config.storage.models_dir)
     trained = await train_while_answering(config, engine, root, steps)
     adapter = root / "runs" / "facts" / "adapter"

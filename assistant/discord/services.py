@@ -23,7 +23,7 @@ from assistant.discord.limits import Limits
 from assistant.discord.policy import EditThrottle, RateLimiter, TypingPacer, is_admin
 from assistant.errors import NotAllowedError
 from assistant.llm.base import ChatBackend
-from assistant.memory import TeachingMemory, approved_facts
+from assistant.memory import TeachingMemory, approved_facts, build_memory
 from assistant.personas import Persona, persona_scopes
 from assistant.speech.service import SpeechService
 from assistant.store import Store
@@ -60,7 +60,8 @@ class BotServices:
         self.throttle = EditThrottle(self.config.discord.edit_interval_s)
         self.limits = Limits(self.config.security)
         self.limiter = self.limits.chat
-        self.memory = TeachingMemory(self.config.memory, lambda: approved_facts(self.store))
+        self.memory = build_memory(self.config.memory, self.config.storage.models_dir,
+                                   lambda: approved_facts(self.store))
 
     def is_admin(self, user_id: int, role_ids: list[int]) -> bool:
         sec = self.config.security

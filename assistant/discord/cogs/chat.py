@@ -162,11 +162,12 @@ class Chat(commands.Cog):
             return
         earlier = to_turns(await self._said(message), command_prefix=config.discord.command_prefix)
         system_prompt = await services.system_prompt_for(message.channel)
+        notes = await asyncio.to_thread(services.memory.notes, question)  # embeds the question: off the loop
         prompt: list[Message] = build_prompt(services.backend, system_prompt=system_prompt,
                                              earlier=earlier, question=question,
                                              context_tokens=config.model.context_tokens,
                                              reply_tokens=config.model.max_new_tokens,
-                                             notes=services.memory.notes(question))
+                                             notes=notes)
         deltas = services.backend.stream(prompt, default_options(config.model))
         calls = services.calls
         speaker = calls.speaker_for(message) if calls is not None else None
