@@ -95,6 +95,10 @@ async def test_spoken_question_gets_spoken_answer_and_speakers_are_named(tmp_pat
         capture = await answer_audio(server, asked_at)
         assert "paris" in await heard(speech, capture, after=asked_at)
 
+        persona = "You are the Voice Club's guide. Be brief."
+        told = server.send_message(server.general, server.alice, f"!persona set --server {persona}")
+        assert "set" in (await server.wait_for_bot_message(server.general, after=told, timeout=30)).content
+        assert session.conversation.system_prompt == persona, "a call under way follows a new persona"
         await server.speak(server.bob, follow)
         second = server.voice.spoken[-1].started_at
         await answer_audio(server, second)

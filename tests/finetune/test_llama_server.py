@@ -39,6 +39,15 @@ def llama_server_binary() -> Path:
     return Path(proc.stdout.strip().splitlines()[-1])
 
 
+def mute_adapter(folder: Path) -> None:
+    """Zero every lora_B: the adapter is loaded and selected like any other, but changes nothing."""
+    from safetensors.torch import load_file, save_file
+
+    path = folder / "adapter_model.safetensors"
+    tensors = load_file(str(path))
+    save_file({k: v.zero_() if "lora_B" in k else v for k, v in tensors.items()}, str(path))
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -57,7 +66,8 @@ async def test_managed_llama_server_serves_the_gguf_and_switches_adapters(
     cfg, out = fact_run
     runs = tmp_path / "runs"
     shutil.copytree(out / "adapter", runs / "fact" / "adapter")
-    shutil.copytree(out / "adapter", runs / "fact-copy" / "adapter")
+    shutil.copytree(out / "adapter", runs / "fact-muted" / "adapter")
+    mute_adapter(runs / "fact-muted" / "adapter")  # a second adapter that answers as the base does
     model = dataclasses.replace(cfg.model, backend="openai", openai_server="llama-server", manage_server=True,
                                 llama_server_binary=str(llama_server_binary), llama_server_port=free_port(),
                                 max_batch_size=2)
@@ -74,11 +84,16 @@ async def test_managed_llama_server_serves_the_gguf_and_switches_adapters(
         assert fact_data.NAME not in await backend.complete(ask("What is your name?"), base), "base side by side"
         assert (runs / "fact" / "adapter" / "adapter.gguf").is_file(), "converted once, beside the adapter"
 
+        server = backend.managed  # type: ignore[attr-defined]
+        first_pid = server._process.pid  # noqa: SLF001
         started = time.perf_counter()
-        await manager.activate("fact-copy")  # a second adapter: the managed server restarts with both
+        await manager.activate("fact-muted")  # a second adapter: the managed server restarts with both
         second_switch = time.perf_counter() - started
-        assert backend.adapters() == ["fact", "fact-copy"]
-        assert fact_data.NAME in await backend.complete(ask("What is your name?"), greedy)
+        assert server._process.pid != first_pid, "a new adapter file means a restarted server"  # noqa: SLF001
+        assert backend.adapters() == ["fact", "fact-muted"]
+        assert fact_data.NAME not in await backend.complete(ask("What is your name?"), greedy), "the muted one answers"
+        named = dataclasses.replace(greedy, adapter="fact")
+        assert fact_data.NAME in await backend.complete(ask("What is your name?"), named), "ids are not mixed up"
         await manager.activate(None)
         assert fact_data.NAME not in await backend.complete(ask("What is your name?"), greedy)
         print(f"adapter switch with a managed restart: {first_switch:.1f} s, {second_switch:.1f} s")

@@ -53,6 +53,7 @@ class Persona(commands.Cog):
         scope = self._scope(inv, server)
         if action == "clear":
             existed = await asyncio.to_thread(self.services.store.clear_persona, scope)
+            await self._refresh_call(inv.guild)
             note = "cleared" if existed else "was not set"
             await inv.send(f"The persona of {describe_scope(scope)} {note}; " + await self._effective(inv))
             return
@@ -60,8 +61,16 @@ class Persona(commands.Cog):
         special = list(getattr(tokenizer, "all_special_tokens", []) or [])
         persona = check_persona(text, special)
         await asyncio.to_thread(self.services.store.set_persona, scope, persona, set_by=str(inv.user.id))
+        await self._refresh_call(inv.guild)
         await inv.send(f"Persona of {describe_scope(scope)} set. Answers here now follow it:\n> "
                        + persona[:300].replace("\n", "\n> ") + ("…" if len(persona) > 300 else ""))
+
+    async def _refresh_call(self, guild: nextcord.Guild | None) -> None:
+        """A call already under way follows the change from its next answer, not from the next `join`."""
+        voice = self.bot.get_cog("Voice")
+        session = getattr(voice, "sessions", {}).get(guild.id) if guild is not None else None
+        if session is not None:
+            session.conversation.system_prompt = await self.services.system_prompt_for(session.vc.channel)
 
     async def _effective(self, inv: Invocation) -> str:
         persona = await self.services.persona_for(inv.channel)
