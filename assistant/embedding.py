@@ -39,6 +39,7 @@ FILES = {
 }
 MAX_TOKENS = 128  # questions are short; the model was trained on up to 128 word pieces
 LAYER_NORM_EPS = 1e-12
+BATCH = 32
 
 
 def embedder_dir(models_dir: Path) -> Path:
@@ -112,9 +113,13 @@ class SentenceEmbedder:
         self._lock = threading.Lock()
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        """[len(texts), 384] float32, each row of length 1."""
+        """[len(texts), 384] float32, each row of length 1 (in batches: a server's thousand taught
+        facts would otherwise be one padded batch of a few hundred MiB)."""
         if not texts:
             return np.zeros((0, self.w["embeddings.word_embeddings.weight"].shape[1]), np.float32)
+        return np.concatenate([self._embed(texts[i:i + BATCH]) for i in range(0, len(texts), BATCH)])
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
         with self._lock:  # the tokenizer's padding settings are shared state
             encodings = self.tokenizer.encode_batch(texts)
         ids = np.array([e.ids for e in encodings], dtype=np.int64)

@@ -117,3 +117,10 @@ def test_config_refuses_an_unknown_embedder(tmp_path: Path) -> None:
     path.write_text('[memory]\nembedder = "word2vec"\n', encoding="utf-8")
     with pytest.raises(ConfigError, match="embedder"):
         load_config(path, environ={})
+
+
+def test_many_texts_are_embedded_in_batches_with_the_same_result(embedder: SentenceEmbedder) -> None:
+    texts = [f"Question number {i} about the {'pool' if i % 2 else 'art channel'}?" for i in range(70)]
+    together = embedder.embed(texts)
+    assert together.shape == (70, 384)
+    assert np.allclose(together[[0, 33, 69]], embedder.embed([texts[0], texts[33], texts[69]]), atol=1e-5)

@@ -23,7 +23,9 @@ from assistant.voice.vad import FRAME_SECONDS, make_vad
 
 logger = logging.getLogger(__name__)
 
-MARGIN_S = 0.3  # kept before the first and after the last voiced frame
+MARGIN_S = 0.5  # kept before the first and after the last voiced frame: 0.3 s clipped word edges
+# (tiny.en on the evaluation set: clean WER 0.210 at 0.3 s, 0.198 at 0.5 s and with no trim at all;
+# 5 dB 0.576 -> 0.568; noise-only clips stay empty either way)
 
 
 @dataclass(frozen=True)
