@@ -14,7 +14,7 @@ LANGUAGES = {"tiny.en": "English only", "base.en": "English only", "tiny": "99 l
              "base": "99 languages (incl. ru)", "small": "99 languages (incl. ru)"}
 # model -> (WER clean, 15 dB, 5 dB) measured by bench/bench_speech.py; see bench/results/speech.md.
 # The 2026-12-06 run on all 36 sentences, idle AVX2 machine (English espeak-ng voices).
-MEASURED_WER: dict[str, tuple[float, float, float]] = {"tiny.en": (0.210, 0.253, 0.576), "base": (0.210, 0.288, 0.568)}
+MEASURED_WER: dict[str, tuple[float, float, float]] = {"tiny.en": (0.198, 0.253, 0.568), "base": (0.214, 0.272, 0.541)}
 
 
 def default_whisper_name(speech: SpeechConfig) -> str:
