@@ -31,7 +31,7 @@ from typing import Any, AsyncIterator
 import psutil
 
 from assistant.config import Config, config_mapping, to_toml
-from assistant.errors import TrainingError
+from assistant.errors import StoreError, TrainingError
 from assistant.names import is_valid_name
 from assistant.store import Job, Store
 from finetune.events import EVENTS_FILE, ProgressEvent, read_events
@@ -259,13 +259,23 @@ class JobRunner:
         code = proc.wait()
         with self._lock:
             self._procs.pop(job_id, None)
-        self._settle(job_id, out, returncode=code)
+        self._settle_watched(job_id, out, returncode=code)
 
     def _await_foreign(self, job: Job) -> None:
         assert job.pid is not None
         while _ours(job.pid, job.out_dir):
             time.sleep(POLL_S)
-        self._settle(job.id, Path(job.out_dir), returncode=None)
+        self._settle_watched(job.id, Path(job.out_dir), returncode=None)
+
+    def _settle_watched(self, job_id: str, out: Path, *, returncode: int | None) -> None:
+        """A watcher thread outlives its runner when the bot stops during a run: with the store
+        closed, the job stays "running" on disk and `recover()` settles it at the next start from
+        the run folder (its final event), so nothing is lost and nothing need be raised here."""
+        try:
+            self._settle(job_id, out, returncode=returncode)
+        except StoreError as exc:
+            logger.info("Job %s ended after its runner closed (%s); the next start records how it ended.",
+                        job_id, exc)
 
     def _settle(self, job_id: str, out: Path, *, returncode: int | None) -> None:
         last = final_event(out)

@@ -114,3 +114,31 @@ def test_a_dataset_archived_before_the_job_starts_is_not_replaced_by_a_file(tmp_
     with pytest.raises(DatasetError, match="no longer there"):
         resolve_data(["notes.txt"], tmp_path / "datasets", managed_only=True)
     assert resolve_data(["notes.txt"], tmp_path / "datasets") == [Path("notes.txt")]  # the terminal may name files
+
+
+def test_a_job_that_ends_after_its_runner_closed_is_recorded_at_the_next_start(config: Config,
+                                                                               tmp_path: Path) -> None:
+    """The bot stops (its store closes) while a job trains: the watcher thread must not raise, and
+    the next start settles the job from its run folder."""
+    import threading
+
+    failures: list[BaseException] = []
+    previous = threading.excepthook
+    threading.excepthook = lambda args: failures.append(args.exc_value)  # type: ignore[assignment]
+    try:
+        first = Store.open(config.storage.database)
+        runner = JobRunner(config, first, device="cpu", python=fake_python(tmp_path, seconds=1.0))
+        job_id = runner.submit(JobSpec(data=["d"], name="outlived"))
+        seen(config.storage.runs_dir / "outlived")
+        first.close()  # the bot stops while the job runs
+        deadline = time.monotonic() + 30
+        while runner._procs and time.monotonic() < deadline:  # noqa: SLF001 - the watcher is done
+            time.sleep(0.05)
+        time.sleep(0.2)
+    finally:
+        threading.excepthook = previous
+    assert not failures, failures
+    with Store.open(config.storage.database) as second:
+        assert second.job(job_id).state == "running"  # type: ignore[union-attr]
+        JobRunner(config, second, device="cpu", python=fake_python(tmp_path)).recover()
+        assert second.job(job_id).state == "failed"  # type: ignore[union-attr]  # the stand-in wrote no "done"
