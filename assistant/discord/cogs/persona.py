@@ -66,11 +66,9 @@ class Persona(commands.Cog):
                        + persona[:300].replace("\n", "\n> ") + ("…" if len(persona) > 300 else ""))
 
     async def _refresh_call(self, guild: nextcord.Guild | None) -> None:
-        """A call already under way follows the change from its next answer, not from the next `join`."""
-        voice = self.bot.get_cog("Voice")
-        session = getattr(voice, "sessions", {}).get(guild.id) if guild is not None else None
-        if session is not None:
-            session.conversation.system_prompt = await self.services.system_prompt_for(session.vc.channel)
+        calls = self.services.calls
+        if calls is not None and guild is not None:
+            await calls.refresh_persona(guild.id)
 
     async def _effective(self, inv: Invocation) -> str:
         persona = await self.services.persona_for(inv.channel)

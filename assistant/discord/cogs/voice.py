@@ -164,6 +164,12 @@ class Voice(commands.Cog):
         self.sessions[guild.id] = session
         return session
 
+    async def refresh_persona(self, guild_id: int) -> None:
+        """A persona set or cleared during a call applies from its next answer, not from the next `join`."""
+        session = self.sessions.get(guild_id)
+        if session is not None:
+            session.conversation.system_prompt = await self.services.system_prompt_for(session.vc.channel)
+
     def stop_listening(self, guild_id: int) -> None:
         session = self.sessions.pop(guild_id, None)
         if session is not None:
