@@ -107,19 +107,25 @@ class TeachingMemory:
         docs = [terms(f.question) for f in facts]
         index = Bm25(docs)
         selfs = [index.score(d, i) for i, d in enumerate(docs)]
-        questions, answers = self._embed([f.question for f in facts]), self._embed([f.answer for f in facts])
+        vectors = self._embed([f.question for f in facts] + [f.answer for f in facts])
+        questions, answers = vectors[:len(facts)], vectors[len(facts):]
         with self._lock:
             self._facts, self._index, self._self_scores = facts, index, selfs
             self._questions, self._answers = questions, answers
 
     def _embed(self, texts: list[str]) -> np.ndarray:
-        """Embeddings of `texts`, computing only those not seen before (refreshes are frequent)."""
+        """Embeddings of `texts`, computing only those not seen before (refreshes are frequent);
+        the cache keeps exactly the current facts' texts, so rejected ones do not pile up."""
         if self.embedder is None or not texts:
             return np.zeros((len(texts), 0), np.float32)
-        new = sorted({t for t in texts if t not in self._vectors})
+        with self._lock:
+            known = dict(self._vectors)
+        new = sorted({t for t in texts if t not in known})
         if new:
-            self._vectors.update(zip(new, self.embedder.embed(new), strict=True))
-        return np.stack([self._vectors[t] for t in texts])
+            known.update(zip(new, self.embedder.embed(new), strict=True))
+        with self._lock:
+            self._vectors = {t: known[t] for t in texts}
+        return np.stack([known[t] for t in texts])
 
     def __len__(self) -> int:
         return len(self._facts)
