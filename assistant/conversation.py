@@ -7,6 +7,8 @@ assistant turn without the user turn it answered at the front.
 
 from __future__ import annotations
 
+import asyncio
+
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable
 
@@ -70,18 +72,19 @@ class Conversation:
     turns: list[Message] = field(default_factory=list)
     notes: Callable[[str], list[str]] | None = None  # taught facts for a question (TeachingMemory.notes)
 
-    def _system(self, question: str = "") -> list[Message]:
-        return system_messages(self.system_prompt, self.notes(question) if self.notes and question else None)
-
-    def prompt_for(self, user_text: str) -> list[Message]:
+    def prompt_for(self, user_text: str, notes: list[str] | None = None) -> list[Message]:
+        """`notes`: the taught facts recalled for `user_text` (see `reply`, which looks them up)."""
         turns = self.turns + [{"role": "user", "content": escape_user_text(user_text)}]
         budget = max(self.context_tokens - self.reply_tokens, 1)
-        return trim_history(self._system(user_text), turns, budget, self.backend.count_tokens, target=int(budget * TRIM_TO))
+        return trim_history(system_messages(self.system_prompt, notes), turns, budget, self.backend.count_tokens,
+                            target=int(budget * TRIM_TO))
 
     async def reply(self, user_text: str, options: GenerationOptions | None = None) -> AsyncIterator[str]:
         """Stream the answer to `user_text`, then remember both turns (only if the reply finished)."""
         options = options or GenerationOptions(max_new_tokens=self.reply_tokens)
-        messages = self.prompt_for(user_text)
+        # Recall embeds the question (tens of ms): off the event loop, as the chat cog does it.
+        notes = await asyncio.to_thread(self.notes, user_text) if self.notes and user_text else None
+        messages = self.prompt_for(user_text, notes)
         parts: list[str] = []
         async for delta in self.backend.stream(messages, options):
             parts.append(delta)
