@@ -52,6 +52,7 @@ class ModelConfig:
     prefix_cache_mb: int = opt(256, lo=0, hi=1 << 20)
     max_queued_requests: int = opt(64, lo=0, hi=100000)
     adapter: str = ""
+    merge_active_adapter: bool = True
     openai_base_url: str = "http://127.0.0.1:8080/v1"
     openai_model: str = "default"
     openai_api_key_env: str = "OPENAI_API_KEY"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -59,7 +60,10 @@ async def _ask(config: Config, args: argparse.Namespace) -> int:
     if not question or not question.strip():
         print("error: give a question, or --audio FILE", file=sys.stderr)
         return 2
-    backend = await open_backend(config, args.adapter)
+    # One answer: merging the active adapter in the background would compete with it for the CPU
+    # and be cut off at exit (an `assistant chat` or the bot merges it).
+    model = dataclasses.replace(config.model, merge_active_adapter=False)
+    backend = await open_backend(dataclasses.replace(config, model=model), args.adapter)
     try:
         conversation = new_conversation(config, backend)
         options = default_options(config.model, spoken=bool(args.speak),

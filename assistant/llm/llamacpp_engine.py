@@ -15,7 +15,9 @@ How it is shaped, the same contract as `TransformersEngine`:
 - LoRA adapters (converted once from peft, see `lora_gguf`) are loaded beside the base and
   applied per decode call: each step runs one llama.cpp batch per adapter among the running
   requests, so requests with different adapters never share a forward pass, and switching
-  the active adapter reloads nothing.
+  the active adapter reloads nothing;
+- the active adapter is also merged into a copy of the weights in the background; once that is
+  loaded its requests run on the copy at the base's speed (`merged_lane`).
 """
 
 from __future__ import annotations
@@ -35,22 +37,14 @@ import numpy as np
 from assistant.errors import AdapterError, GenerationError
 from assistant.llm.base import ACTIVE_ADAPTER, GenerationOptions, GenerationStats, Message
 from assistant.llm.gguf_runtime import GgufModel, set_thread_wait
+from assistant.llm.merged_lane import MergedLane, merge_in_background
+from assistant.llm.prefix import common_prefix
 from assistant.llm.sampling import choose_token
 from assistant.llm.worker import Deliver, WorkerEngine
 
 logger = logging.getLogger(__name__)
 
 MIN_REUSE = 16  # a shorter common prefix (the system prompt alone) does not justify evicting a conversation
-
-
-def common_prefix(a: list[int], b: list[int]) -> int:
-    """Length of the shared beginning (the transformers engine's is in prefix_cache, which imports torch:
-    importing torch here would cost seconds and load its OpenMP runtime before ours is configured)."""
-    n = min(len(a), len(b))
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n
 
 
 @dataclass(eq=False)
@@ -69,14 +63,17 @@ class _Request:
     first_token: float = 0.0
     cancelled: bool = False
     cached_tokens: int = 0
-    seq: int = -1
+    slot: _Slot | None = None
+    model: GgufModel | None = None  # the base, or the merged copy standing in for its adapter
 
 
 @dataclass(eq=False)
 class _Slot:
-    """One llama.cpp sequence: the tokens whose KV it holds and the adapter they were computed with."""
+    """One llama.cpp sequence of one model's context: the tokens whose KV it holds and the adapter
+    they were computed with."""
 
     seq: int
+    model: GgufModel
     tokens: list[int] = field(default_factory=list)
     adapter: Any = None
     used: float = 0.0
@@ -87,24 +84,30 @@ class LlamaCppEngine(WorkerEngine[_Request]):
     """Serve a GGUF model through llama.cpp to many concurrent callers (see module docstring)."""
 
     supports_adapters = True
+    _lane: MergedLane | None  # the active adapter's merged copy, once loaded
+    _retired: list[MergedLane]  # replaced copies, freed when no request runs on them
 
     def __init__(self, path: Path, *, max_batch_size: int = 8, context_tokens: int = 2048, threads: int = 0,
                  gpu: bool = False, prefix_reuse: bool = True, thread_wait: str = "passive",
-                 max_queued: int = 64) -> None:
-        """At most `max_queued` requests wait beyond a full batch; more are refused with BusyError."""
+                 max_queued: int = 64, merge_active: bool = True) -> None:
+        """At most `max_queued` requests wait beyond a full batch; more are refused with BusyError.
+        `merge_active`: serve the active adapter from a merged copy of the weights (module docstring)."""
         set_thread_wait(thread_wait)
         self._init_worker(max_batch_size=max_batch_size, max_queued=max_queued)
         self.path = path
         self.prefix_reuse = prefix_reuse
-        self._adapters: dict[str, tuple[str, Any]] = {}  # name -> (source folder, llama.cpp handle)
+        self._adapters: dict[str, tuple[str, Any, Path]] = {}  # name -> (source folder, handle, GGUF)
         self._active: str | None = None
+        self.merge_active, self._lane, self._retired = merge_active, None, []
+        self._merging: list[threading.Thread] = []
         self.stats: list[GenerationStats] = []
         self.reused_tokens = 0
         start = time.perf_counter()
+        self._threads, self._gpu = threads or os.cpu_count() or 1, gpu
         self.model = GgufModel(path, n_seq=max_batch_size, ctx_per_seq=-(-(context_tokens + 1) // 256) * 256,
-                               threads=threads or os.cpu_count() or 1, gpu=gpu)
+                               threads=self._threads, gpu=gpu)
         self.load_seconds = time.perf_counter() - start
-        self._slots = [_Slot(seq) for seq in range(max_batch_size)]
+        self._slots = [_Slot(seq, self.model) for seq in range(max_batch_size)]
         self._running: list[_Request] = []
         self._thread = threading.Thread(target=self._run, name="llamacpp-engine", daemon=True)
         self._thread.start()
@@ -132,6 +135,11 @@ class LlamaCppEngine(WorkerEngine[_Request]):
     def adapters(self) -> list[str]:
         return sorted(self._adapters)
 
+    @property
+    def merged_adapter(self) -> str | None:
+        """The adapter whose requests run on merged weights now (None while it merges, or with none active)."""
+        return self._lane.name if self._lane is not None else None
+
     async def load_adapter(self, name: str, path: str) -> None:
         """Convert the peft adapter to GGUF (once, cached beside it) and load it next to the base."""
         from assistant.llm.lora_gguf import ensure_gguf_adapter
@@ -144,7 +152,13 @@ class LlamaCppEngine(WorkerEngine[_Request]):
     def set_active_adapter(self, name: str | None) -> None:
         if name is not None and name not in self._adapters:
             raise AdapterError(f"No adapter named {name!r} is loaded; loaded: {', '.join(self.adapters()) or 'none'}.")
+        if name == self._active:
+            return
         self._active = name
+        if name is None or not self.merge_active:
+            self._control(lambda: self._set_lane(None))
+        else:
+            self._merge_in_background(name, *self._adapters[name][1:])
 
     async def aclose(self) -> None:
         self.close()
@@ -154,6 +168,10 @@ class LlamaCppEngine(WorkerEngine[_Request]):
             self._closed = True
             self._inbox.put(None)
             self._thread.join(timeout=30)
+            for thread in self._merging:  # a merge stops between two tensors and removes its partial file
+                thread.join(timeout=10)
+            for lane in [*self._retired, *([self._lane] if self._lane else [])]:
+                lane.model.close()
             self.model.close()
 
     # ----- helpers -----
@@ -170,16 +188,59 @@ class LlamaCppEngine(WorkerEngine[_Request]):
         return self._adapters[str(name)][1]
 
     def _install_adapter(self, name: str, source: str, gguf: Path) -> None:
+        """Worker thread. Reloading a name drops the KV, the handle and the merged copy of the old weights."""
         handle = self.model.load_adapter(gguf)
         old = self._adapters.get(name)
-        self._adapters[name] = (source, handle)
+        self._adapters[name] = (source, handle, gguf)
         if old is not None:
             for slot in self._slots:  # KV computed with the old weights is stale
                 if slot.adapter is old[1] and not slot.busy:
                     slot.tokens, slot.adapter = [], None
-                    self.model.forget(slot.seq)
+                    slot.model.forget(slot.seq)
             if not any(req.adapter is old[1] for req in self._running):
                 self.model.free_adapter(old[1])
+            if self._lane is not None and self._lane.adapter is old[1]:
+                self._set_lane(None)
+            if name == self._active and self.merge_active:
+                self._merge_in_background(name, handle, gguf)
+
+    # ----- the merged lane (see merged_lane) -----
+
+    def _merge_in_background(self, name: str, handle: Any, gguf: Path) -> None:
+        """Build the merged copy on a thread of its own; until it is in, the run-time LoRA serves."""
+        self._merging = [thread for thread in self._merging if thread.is_alive()] + [merge_in_background(
+            self.model, name, handle, gguf, threads=self._threads, gpu=self._gpu,
+            install=lambda lane: self._control(lambda: self._set_lane(lane)), closed=lambda: self._closed)]
+
+    def _set_lane(self, lane: MergedLane | None) -> bool:
+        """Worker thread: serve the active adapter from `lane` (None: from the run-time LoRA). A lane
+        whose adapter is no longer the active one (switched or reloaded while it merged) is refused."""
+        if lane is not None and (lane.name != self._active or self._adapters[lane.name][1] is not lane.adapter):
+            return False
+        if self._lane is not None:
+            self._retired.append(self._lane)
+        self._lane = lane
+        if lane is not None:
+            self._slots.extend(_Slot(seq, lane.model) for seq in range(lane.model.n_seq))
+        self._close_idle_lanes()
+        return True
+
+    def _close_idle_lanes(self) -> None:
+        """Free retired merged copies once no request runs on them, and their file (hundreds of MB)."""
+        from assistant.llm.lora_merge import remove_merged
+
+        for lane in list(self._retired):
+            if any(slot.busy for slot in self._slots if slot.model is lane.model):
+                continue
+            self._retired.remove(lane)
+            self._slots = [slot for slot in self._slots if slot.model is not lane.model]
+            lane.model.close()
+            if self._lane is None or self._lane.source.parent != lane.source.parent:
+                remove_merged(lane.source.parent)
+
+    def _route(self, req: _Request) -> GgufModel:
+        lane = self._lane
+        return lane.model if lane and req.adapter is not None and req.adapter is lane.adapter else self.model
 
     # ----- worker thread -----
 
@@ -188,17 +249,7 @@ class LlamaCppEngine(WorkerEngine[_Request]):
         while True:
             fresh, stop = self._collect(block=not self._running and not waiting)
             waiting.extend(fresh)
-            while waiting and any(not slot.busy for slot in self._slots):
-                req = waiting.pop(0)
-                if req.cancelled:
-                    continue
-                try:
-                    self._admit(req)
-                except Exception as exc:  # noqa: BLE001 - reported to that caller, the engine goes on
-                    logger.exception("Prefill failed")
-                    self._release(req, failed=True)
-                    req.deliver("error", exc if isinstance(exc, GenerationError)
-                                else GenerationError(f"Generation failed: {exc}"))
+            self._admit_waiting(waiting)
             if self._running:
                 try:
                     self._step()
@@ -229,10 +280,29 @@ class LlamaCppEngine(WorkerEngine[_Request]):
             fresh.append(item)
             block = False
 
+    def _admit_waiting(self, waiting: list[_Request]) -> None:
+        """Admit, in arrival order, the waiting requests whose model has a free sequence."""
+        for req in list(waiting):
+            model = self._route(req)
+            if not req.cancelled and not any(not slot.busy and slot.model is model for slot in self._slots):
+                continue
+            waiting.remove(req)
+            if req.cancelled:
+                continue
+            req.model = model
+            try:
+                self._admit(req)
+            except Exception as exc:  # noqa: BLE001 - reported to that caller, the engine goes on
+                logger.exception("Prefill failed")
+                self._release(req, failed=True)
+                req.deliver("error", exc if isinstance(exc, GenerationError)
+                            else GenerationError(f"Generation failed: {exc}"))
+
     def _pick_slot(self, req: _Request) -> tuple[_Slot, int]:
-        """The free sequence holding the longest prefix of this prompt (computed with the same
-        adapter), else the least recently used free one; and how many prompt tokens it covers."""
-        free = [slot for slot in self._slots if not slot.busy]
+        """The free sequence of the request's model holding the longest prefix of this prompt
+        (computed with the same adapter), else the least recently used free one; and how many
+        prompt tokens it covers."""
+        free = [slot for slot in self._slots if not slot.busy and slot.model is req.model]
         best, reuse = None, 0
         if self.prefix_reuse:
             for slot in free:
@@ -252,20 +322,21 @@ class LlamaCppEngine(WorkerEngine[_Request]):
                                   "here (model.context_tokens). Shorten it.")
         req.started = time.perf_counter()
         slot, reuse = self._pick_slot(req)
-        if not self.model.forget(slot.seq, reuse):
-            self.model.forget(slot.seq)
+        model = slot.model
+        if not model.forget(slot.seq, reuse):
+            model.forget(slot.seq)
             reuse = 0
         slot.busy, slot.adapter, slot.tokens = True, req.adapter, req.prompt[:reuse]
-        req.seq, req.cached_tokens = slot.seq, reuse
+        req.slot, req.cached_tokens = slot, reuse
         self.reused_tokens += reuse
         self._running.append(req)
-        self.model.use_adapter(req.adapter)
+        model.use_adapter(req.adapter if model is self.model else None)
         rest = req.prompt[reuse:]
         index = -1
-        for start in range(0, len(rest), self.model.n_batch):
-            chunk = rest[start:start + self.model.n_batch]
+        for start in range(0, len(rest), model.n_batch):
+            chunk = rest[start:start + model.n_batch]
             last = start + len(chunk) == len(rest)
-            indices = self.model.decode([(slot.seq, chunk, len(slot.tokens), last)])
+            indices = model.decode([(slot.seq, chunk, len(slot.tokens), last)])
             slot.tokens.extend(chunk)
             if last:
                 index = indices[0]
@@ -273,21 +344,25 @@ class LlamaCppEngine(WorkerEngine[_Request]):
         self._retire()
 
     def _step(self) -> None:
-        """One decode step: every running request advances one token, one batch per adapter."""
-        groups: dict[int, list[_Request]] = {}
+        """One decode step: every running request advances one token, one batch per model and adapter."""
+        groups: dict[tuple[int, int], list[_Request]] = {}
         for req in self._running:
-            groups.setdefault(id(req.adapter), []).append(req)
+            groups.setdefault((id(req.model), id(req.adapter)), []).append(req)
         for group in groups.values():
-            self.model.use_adapter(group[0].adapter)
-            rows = [(req.seq, [req.next_token], len(self._slots[req.seq].tokens), True) for req in group]
-            indices = self.model.decode(rows)
-            for req, index in zip(group, indices, strict=True):
-                self._slots[req.seq].tokens.append(req.next_token)
+            model = group[0].model or self.model
+            model.use_adapter(group[0].adapter if model is self.model else None)
+            slots = [req.slot for req in group if req.slot is not None]
+            indices = model.decode([(slot.seq, [req.next_token], len(slot.tokens), True)
+                                    for req, slot in zip(group, slots, strict=True)])
+            for req, slot, index in zip(group, slots, indices, strict=True):
+                slot.tokens.append(req.next_token)
                 self._take(req, index)
         self._retire()
+        if self._retired:
+            self._close_idle_lanes()
 
     def _take(self, req: _Request, index: int) -> None:
-        token = choose_token(self.model.logits(index), req.generated, req.options, req.rng)
+        token = choose_token((req.model or self.model).logits(index), req.generated, req.options, req.rng)
         req.next_token = token
         if self.model.is_eog(token):
             return
@@ -303,9 +378,9 @@ class LlamaCppEngine(WorkerEngine[_Request]):
     def _retire(self) -> None:
         """Finish requests that hit a stop condition; their sequences keep their KV for reuse."""
         for req in list(self._running):
-            slot = self._slots[req.seq]
+            slot = req.slot
             done = (self.model.is_eog(req.next_token) or len(req.generated) >= req.options.max_new_tokens
-                    or len(slot.tokens) + 1 >= self.model.ctx_per_seq)
+                    or slot is None or len(slot.tokens) + 1 >= slot.model.ctx_per_seq)
             if not (req.cancelled or done):
                 continue
             self._release(req)
@@ -322,9 +397,9 @@ class LlamaCppEngine(WorkerEngine[_Request]):
     def _release(self, req: _Request, *, failed: bool = False) -> None:
         if req in self._running:
             self._running.remove(req)
-        if req.seq >= 0:
-            slot = self._slots[req.seq]
+        slot = req.slot
+        if slot is not None:
             slot.busy, slot.used = False, time.perf_counter()
             if failed:  # what its KV holds is unknown now
                 slot.tokens = []
-                self.model.forget(slot.seq)
+                slot.model.forget(slot.seq)

@@ -29,6 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from assistant.errors import AdapterError
+from assistant.llm.stamped_file import is_current, write_stamped
 
 GGUF_NAME = "adapter.gguf"
 STAMP_NAME = "adapter.gguf.json"
@@ -152,25 +153,11 @@ def ensure_gguf_adapter(adapter_dir: Path, architecture: str, heads: tuple[int, 
         raise AdapterError(f"Could not load the adapter {adapter_dir}: no {_WEIGHTS} there; "
                            "train one with `finetune train`.")
     _config(adapter_dir)
-    source = _source_hash(adapter_dir)
-    out, stamp = adapter_dir / GGUF_NAME, adapter_dir / STAMP_NAME
-    try:
-        cached = json.loads(stamp.read_text(encoding="utf-8"))
-        if (cached.get("source_sha256") == source and cached.get("architecture") == architecture
-                and cached.get("converter") == CONVERTER_VERSION and out.is_file()):
-            return out
-    except (OSError, ValueError):
-        pass
-    partial = adapter_dir / f".{GGUF_NAME}.partial"
-    try:
-        convert_adapter(adapter_dir, architecture, partial, heads)
-        partial.replace(out)
-        tmp = adapter_dir / f".{STAMP_NAME}.partial"
-        tmp.write_text(json.dumps({"source_sha256": source, "architecture": architecture,
-                                   "converter": CONVERTER_VERSION}) + "\n", encoding="utf-8")
-        tmp.replace(stamp)
-    except OSError as exc:
-        raise AdapterError(f"Could not write the converted adapter into {adapter_dir}: {exc.strerror}.") from None
-    finally:
-        partial.unlink(missing_ok=True)
-    return out
+    out, stamp_path = adapter_dir / GGUF_NAME, adapter_dir / STAMP_NAME
+    stamp: dict[str, object] = {"source_sha256": _source_hash(adapter_dir), "architecture": architecture,
+                                "converter": CONVERTER_VERSION}
+    if is_current(out, stamp_path, stamp):
+        return out
+    return write_stamped(out, stamp_path, stamp, lambda partial: convert_adapter(adapter_dir, architecture,
+                                                                                 partial, heads),
+                         "converted adapter")

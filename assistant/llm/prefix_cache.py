@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
+from assistant.llm.prefix import common_prefix
+
 Layers = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values [1, heads, tokens, dim]
 
 
@@ -32,14 +34,6 @@ class PrefixHit:
 
 def _nbytes(layers: Layers) -> int:
     return sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in layers)
-
-
-def common_prefix(a: list[int] | tuple[int, ...], b: list[int] | tuple[int, ...]) -> int:
-    n = min(len(a), len(b))
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n
 
 
 class PrefixCache:

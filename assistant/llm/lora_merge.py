@@ -1,0 +1,152 @@
+"""A LoRA adapter merged into a copy of the base GGUF, so the active adapter decodes at the base's speed.
+
+Why: llama.cpp applies an adapter at run time as two extra small matrix products (and a scale and
+an add) for every adapted matrix: 168 matrices and ~670 extra graph nodes a token for the default
+model's all-linear adapters. On 2 cores every node ends in a thread synchronisation, and decode
+with an adapter measured 0.57x the base. Merged weights cost nothing extra at decode
+(bench/results/adapter_merge.md).
+
+Why the merged matrices are Q8_0 and not the base's own types: the base's Q5_0/Q4_K/Q6_K weights
+sit exactly on their quantization grid, so requantizing base + delta to the same type rounds a
+small LoRA delta back to the base weight. Q8_0's grid is 8x finer than Q5_0's, its AVX2 dot product
+is ggml's cheapest, and the merged model measured the base's speed. Tensors without a LoRA are
+copied byte for byte. A row length Q8_0 cannot block (not a multiple of 32) is stored as F16.
+
+The merged file is cached beside the adapter's GGUF with a stamp naming the adapter file's sha256
+and the base file (path, size, modification time), so it is redone when either changes, and it
+is written through a partial file so a crash never leaves half a model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from assistant.errors import AdapterError
+from assistant.llm.stamped_file import is_current, write_stamped
+
+MERGED_NAME = "merged.gguf"
+STAMP_NAME = "merged.gguf.json"
+MERGER_VERSION = 1
+_Q8_BLOCK = 32
+
+
+class MergeCancelled(AdapterError):
+    """The engine closed while it merged; the partial file is removed."""
+
+
+def _never() -> bool:
+    return False
+
+
+def _merged_type(row_length: int) -> Any:
+    from gguf import GGMLQuantizationType
+
+    return GGMLQuantizationType.Q8_0 if row_length % _Q8_BLOCK == 0 else GGMLQuantizationType.F16
+
+
+def _merged_tensor(base: Any, lora_a: Any, lora_b: Any) -> npt.NDArray[Any]:
+    """base + B @ A (peft's scale is already folded into B by the converter), as `_merged_type` stores it."""
+    from gguf import GGMLQuantizationType, quants
+
+    try:
+        weights = quants.dequantize(np.asarray(base.data), base.tensor_type)
+    except NotImplementedError:
+        raise AdapterError(f"Cannot merge into {base.name}: its type {base.tensor_type.name} cannot be "
+                           "dequantized here.") from None
+    delta = np.asarray(lora_b.data, dtype=np.float32) @ np.asarray(lora_a.data, dtype=np.float32)
+    merged = (weights + delta).astype(np.float32)
+    kind = _merged_type(merged.shape[-1])
+    if kind == GGMLQuantizationType.F16:
+        return merged.astype(np.float16)
+    return np.asarray(quants.quantize(merged, kind))
+
+
+def merge_adapter(base_path: Path, lora_path: Path, out: Path, cancelled: Callable[[], bool] = _never) -> None:
+    """Write `base_path` with the LoRA of `lora_path` (a GGUF adapter) merged in, to `out`;
+    `cancelled` is asked between tensors (an engine that closes stops the merge within ~0.1 s)."""
+    import gguf
+
+    base = gguf.GGUFReader(str(base_path))
+    lora = {t.name: t for t in gguf.GGUFReader(str(lora_path)).tensors}
+    pairs = {t.name: (lora[f"{t.name}.lora_a"], lora[f"{t.name}.lora_b"])
+             for t in base.tensors if f"{t.name}.lora_a" in lora and f"{t.name}.lora_b" in lora}
+    if 2 * len(pairs) != len(lora):
+        raise AdapterError(f"{lora_path} has LoRA tensors for matrices the model {base_path.name} lacks.")
+    for tensor in base.tensors:  # before anything is written
+        if tensor.name in pairs:
+            lora_a, lora_b = pairs[tensor.name]
+            if (int(lora_a.shape[0]), int(lora_b.shape[1])) != (int(tensor.shape[0]), int(tensor.shape[1])):
+                raise AdapterError(f"The adapter's {tensor.name} does not fit the model's: the adapter was "
+                                   "trained for another base model.")
+    field = base.get_field(gguf.Keys.General.ARCHITECTURE)
+    architecture = str(field.contents()) if field is not None else ""
+    writer = gguf.GGUFWriter(str(out), architecture, endianess=base.endianess)
+    alignment = base.get_field(gguf.Keys.General.ALIGNMENT)
+    if alignment is not None:
+        writer.data_alignment = int(alignment.contents())
+    for field in base.fields.values():
+        if field.name == gguf.Keys.General.ARCHITECTURE or field.name.startswith("GGUF."):
+            continue  # written by GGUFWriter itself
+        kind = field.types[0]
+        sub = field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None
+        writer.add_key_value(field.name, field.contents(), kind, sub_type=sub)
+    for tensor in base.tensors:
+        if tensor.name in pairs:
+            rows, length = int(tensor.shape[1]) if len(tensor.shape) > 1 else 1, int(tensor.shape[0])
+            kind = _merged_type(length)
+            nbytes = rows * length // gguf.GGML_QUANT_SIZES[kind][0] * gguf.GGML_QUANT_SIZES[kind][1]
+            shape = (rows, nbytes // rows) if kind == gguf.GGMLQuantizationType.Q8_0 else (rows, length)
+            dtype = np.uint8 if kind == gguf.GGMLQuantizationType.Q8_0 else np.float16
+            writer.add_tensor_info(tensor.name, shape, np.dtype(dtype), nbytes, kind)
+        else:
+            writer.add_tensor_info(tensor.name, tensor.data.shape, tensor.data.dtype, tensor.data.nbytes,
+                                   tensor.tensor_type)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    for tensor in base.tensors:  # one merged matrix in memory at a time
+        if cancelled():
+            writer.close()
+            raise MergeCancelled("The merge was cancelled.")
+        data = _merged_tensor(tensor, *pairs[tensor.name]) if tensor.name in pairs else tensor.data
+        writer.write_tensor_data(data, tensor_endianess=base.endianess)
+    writer.close()
+
+
+def _stamp(base_path: Path, lora_path: Path) -> dict[str, object]:
+    stat = base_path.stat()
+    digest = hashlib.sha256(lora_path.read_bytes()).hexdigest()
+    return {"adapter_sha256": digest, "base": str(base_path.resolve()), "base_size": stat.st_size,
+            "base_mtime_ns": stat.st_mtime_ns, "merger": MERGER_VERSION}
+
+
+def ensure_merged(base_path: Path, lora_path: Path, cancelled: Callable[[], bool] = _never) -> Path:
+    """The merged model for this adapter GGUF, written beside it now unless a cached one matches."""
+    folder = lora_path.parent
+    out, stamp_path = folder / MERGED_NAME, folder / STAMP_NAME
+    try:
+        stamp = _stamp(base_path, lora_path)
+    except OSError as exc:
+        raise AdapterError(f"Cannot read {exc.filename} to merge the adapter: {exc.strerror}.") from None
+    if is_current(out, stamp_path, stamp):
+        return out
+    need = base_path.stat().st_size * 3 // 2  # Q8_0 is at most ~1.5x the base's usual 4-6 bit types
+    free = shutil.disk_usage(folder).free
+    if free < need:
+        raise AdapterError(f"Not enough disk space to merge the adapter in {folder}: {free >> 20} MiB free, "
+                           f"about {need >> 20} MiB needed.")
+    return write_stamped(out, stamp_path, stamp, lambda partial: merge_adapter(base_path, lora_path, partial,
+                                                                               cancelled), "merged model")
+
+
+def remove_merged(folder: Path) -> None:
+    """Delete a cached merged model (hundreds of MB) that no longer serves the active adapter."""
+    for name in (MERGED_NAME, STAMP_NAME):
+        (folder / name).unlink(missing_ok=True)
