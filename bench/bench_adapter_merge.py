@@ -130,7 +130,7 @@ def exact_engine(model: Path, adapter: Path, root: Path) -> Any:
 
     exact = root / "exact-f16.gguf"
     kind = lora_merge._merged_type
-    lora_merge._merged_type = lambda length: gguf.GGMLQuantizationType.F16  # type: ignore[assignment]
+    lora_merge._merged_type = lambda length, kind: gguf.GGMLQuantizationType.F16  # type: ignore[assignment]
     try:
         lora_merge.merge_adapter(model, adapter / "adapter.gguf", exact)
     finally:

@@ -174,3 +174,14 @@ def test_llama_cpp_changes_the_logits_as_peft_does(models_dir: Path, tmp_path: P
     assert 0.8 < ratio < 1.25, ratio
     assert corr > 0.85, corr
     assert corr > corr_unpermuted + 0.03, (corr, corr_unpermuted)
+
+
+def test_merged_matrices_are_q8_0_unless_the_base_is_already_that_fine() -> None:
+    """Requantizing onto the grid the base weights already sit on would round the LoRA delta away."""
+    from gguf import GGMLQuantizationType as Kind
+
+    from assistant.llm.lora_merge import _merged_type
+
+    assert _merged_type(896, Kind.Q5_0) == Kind.Q8_0 and _merged_type(4864, Kind.Q4_K) == Kind.Q8_0
+    assert _merged_type(896, Kind.Q8_0) == Kind.F16 and _merged_type(896, Kind.F32) == Kind.F16
+    assert _merged_type(100, Kind.Q4_0) == Kind.F16  # Q8_0 blocks rows of 32

@@ -69,7 +69,7 @@ def test_the_merged_model_computes_what_the_run_time_adapter_does(models_dir: Pa
     base_path = small_gguf(models_dir)
     merged_path = ensure_merged(base_path, adapter_gguf)  # cached for the engine test below
     assert merged_path == adapter_gguf.parent / MERGED_NAME
-    assert json.loads((adapter_gguf.parent / STAMP_NAME).read_text())["merger"] == 1
+    assert json.loads((adapter_gguf.parent / STAMP_NAME).read_text())["merger"] == 2
     mtime = merged_path.stat().st_mtime_ns
     assert ensure_merged(base_path, adapter_gguf).stat().st_mtime_ns == mtime  # merged once
     base_tensors = {t.name: t for t in gguf.GGUFReader(str(base_path)).tensors}
@@ -103,7 +103,7 @@ def test_merged_again_when_the_adapter_is_retrained(models_dir: Path, tmp_path: 
     folder = tmp_path / "a"
     (folder / MERGED_NAME).parent.mkdir()
     (folder / MERGED_NAME).write_bytes(b"GGUF from an older training")
-    (folder / STAMP_NAME).write_text(json.dumps({"adapter_sha256": "0" * 64, "merger": 1}))
+    (folder / STAMP_NAME).write_text(json.dumps({"adapter_sha256": "0" * 64, "merger": 2}))
     random_adapter(folder, seed=1, scale=0.01)
     out = ensure_merged(small_gguf(models_dir), ensure_gguf_adapter(folder, "llama", (9, 3)))
     assert out.stat().st_size > 50_000_000 and json.loads((folder / STAMP_NAME).read_text())["adapter_sha256"] != "0" * 64

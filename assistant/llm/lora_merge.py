@@ -10,7 +10,9 @@ Why the merged matrices are Q8_0 and not the base's own types: the base's Q5_0/Q
 sit exactly on their quantization grid, so requantizing base + delta to the same type rounds a
 small LoRA delta back to the base weight. Q8_0's grid is 8x finer than Q5_0's, its AVX2 dot product
 is ggml's cheapest, and the merged model measured the base's speed. Tensors without a LoRA are
-copied byte for byte. A row length Q8_0 cannot block (not a multiple of 32) is stored as F16.
+copied byte for byte. A matrix the base already stores as Q8_0 or finer (the default model keeps
+half its attn_v in Q8_0), and a row length Q8_0 cannot block (not a multiple of 32), are stored as
+F16: requantizing Q8_0 + delta to Q8_0 would lose the delta the same way.
 
 The merged file is cached beside the adapter's GGUF with a stamp naming the adapter file's sha256
 and the base file (path, size, modification time), so it is redone when either changes, and it
@@ -33,7 +35,7 @@ from assistant.llm.stamped_file import is_current, write_stamped
 
 MERGED_NAME = "merged.gguf"
 STAMP_NAME = "merged.gguf.json"
-MERGER_VERSION = 1
+MERGER_VERSION = 2  # 2: Q8_0 base matrices merge to F16
 _Q8_BLOCK = 32
 
 
@@ -45,10 +47,11 @@ def _never() -> bool:
     return False
 
 
-def _merged_type(row_length: int) -> Any:
-    from gguf import GGMLQuantizationType
+def _merged_type(row_length: int, base_type: Any) -> Any:
+    from gguf import GGMLQuantizationType as Kind
 
-    return GGMLQuantizationType.Q8_0 if row_length % _Q8_BLOCK == 0 else GGMLQuantizationType.F16
+    fine = base_type in (Kind.Q8_0, Kind.F16, Kind.BF16, Kind.F32)
+    return Kind.Q8_0 if row_length % _Q8_BLOCK == 0 and not fine else Kind.F16
 
 
 def _merged_tensor(base: Any, lora_a: Any, lora_b: Any) -> npt.NDArray[Any]:
@@ -62,7 +65,7 @@ def _merged_tensor(base: Any, lora_a: Any, lora_b: Any) -> npt.NDArray[Any]:
                            "dequantized here.") from None
     delta = np.asarray(lora_b.data, dtype=np.float32) @ np.asarray(lora_a.data, dtype=np.float32)
     merged = (weights + delta).astype(np.float32)
-    kind = _merged_type(merged.shape[-1])
+    kind = _merged_type(merged.shape[-1], base.tensor_type)
     if kind == GGMLQuantizationType.F16:
         return merged.astype(np.float16)
     return np.asarray(quants.quantize(merged, kind))
@@ -100,7 +103,7 @@ def merge_adapter(base_path: Path, lora_path: Path, out: Path, cancelled: Callab
     for tensor in base.tensors:
         if tensor.name in pairs:
             rows, length = int(tensor.shape[1]) if len(tensor.shape) > 1 else 1, int(tensor.shape[0])
-            kind = _merged_type(length)
+            kind = _merged_type(length, tensor.tensor_type)
             nbytes = rows * length // gguf.GGML_QUANT_SIZES[kind][0] * gguf.GGML_QUANT_SIZES[kind][1]
             shape = (rows, nbytes // rows) if kind == gguf.GGMLQuantizationType.Q8_0 else (rows, length)
             dtype = np.uint8 if kind == gguf.GGMLQuantizationType.Q8_0 else np.float16
