@@ -8,7 +8,6 @@ assistant turn without the user turn it answered at the front.
 from __future__ import annotations
 
 import asyncio
-
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable
 

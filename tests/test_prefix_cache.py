@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from assistant.llm.prefix_cache import PrefixCache, common_prefix
+from assistant.llm.prefix import common_prefix
+from assistant.llm.prefix_cache import PrefixCache
 
 
 def kv(tokens: list[int], layers: int = 2) -> list[tuple[torch.Tensor, torch.Tensor]]:

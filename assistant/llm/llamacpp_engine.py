@@ -37,7 +37,7 @@ import numpy as np
 from assistant.errors import AdapterError, GenerationError
 from assistant.llm.base import ACTIVE_ADAPTER, GenerationOptions, GenerationStats, Message
 from assistant.llm.gguf_runtime import GgufModel, set_thread_wait
-from assistant.llm.merged_lane import MergedLane, merge_in_background
+from assistant.llm.merged_lane import Lanes, MergedLane
 from assistant.llm.prefix import common_prefix
 from assistant.llm.sampling import choose_token
 from assistant.llm.worker import Deliver, WorkerEngine
@@ -63,8 +63,13 @@ class _Request:
     first_token: float = 0.0
     cancelled: bool = False
     cached_tokens: int = 0
-    slot: _Slot | None = None
-    model: GgufModel | None = None  # the base, or the merged copy standing in for its adapter
+    slot: _Slot | None = None  # set at admission; its model is the base or the merged copy
+
+    @property
+    def placed(self) -> _Slot:
+        """The sequence a running request decodes in."""
+        assert self.slot is not None, "only admitted requests run"
+        return self.slot
 
 
 @dataclass(eq=False)
@@ -84,8 +89,6 @@ class LlamaCppEngine(WorkerEngine[_Request]):
     """Serve a GGUF model through llama.cpp to many concurrent callers (see module docstring)."""
 
     supports_adapters = True
-    _lane: MergedLane | None  # the active adapter's merged copy, once loaded
-    _retired: list[MergedLane]  # replaced copies, freed when no request runs on them
 
     def __init__(self, path: Path, *, max_batch_size: int = 8, context_tokens: int = 2048, threads: int = 0,
                  gpu: bool = False, prefix_reuse: bool = True, thread_wait: str = "passive",
@@ -98,8 +101,7 @@ class LlamaCppEngine(WorkerEngine[_Request]):
         self.prefix_reuse = prefix_reuse
         self._adapters: dict[str, tuple[str, Any, Path]] = {}  # name -> (source folder, handle, GGUF)
         self._active: str | None = None
-        self.merge_active, self._lane, self._retired = merge_active, None, []
-        self._merging: list[threading.Thread] = []
+        self.merge_active, self._lanes = merge_active, Lanes()
         self.stats: list[GenerationStats] = []
         self.reused_tokens = 0
         start = time.perf_counter()
@@ -138,7 +140,8 @@ class LlamaCppEngine(WorkerEngine[_Request]):
     @property
     def merged_adapter(self) -> str | None:
         """The adapter whose requests run on merged weights now (None while it merges, or with none active)."""
-        return self._lane.name if self._lane is not None else None
+        lane = self._lanes.current
+        return lane.name if lane is not None else None
 
     async def load_adapter(self, name: str, path: str) -> None:
         """Convert the peft adapter to GGUF (once, cached beside it) and load it next to the base."""
@@ -168,10 +171,7 @@ class LlamaCppEngine(WorkerEngine[_Request]):
             self._closed = True
             self._inbox.put(None)
             self._thread.join(timeout=30)
-            for thread in self._merging:  # a merge stops between two tensors and removes its partial file
-                thread.join(timeout=10)
-            for lane in [*self._retired, *([self._lane] if self._lane else [])]:
-                lane.model.close()
+            self._lanes.close()
             self.model.close()
 
     # ----- helpers -----
@@ -199,7 +199,7 @@ class LlamaCppEngine(WorkerEngine[_Request]):
                     slot.model.forget(slot.seq)
             if not any(req.adapter is old[1] for req in self._running):
                 self.model.free_adapter(old[1])
-            if self._lane is not None and self._lane.adapter is old[1]:
+            if self._lanes.model_for(old[1]) is not None:
                 self._set_lane(None)
             if name == self._active and self.merge_active:
                 self._merge_in_background(name, handle, gguf)
@@ -208,18 +208,16 @@ class LlamaCppEngine(WorkerEngine[_Request]):
 
     def _merge_in_background(self, name: str, handle: Any, gguf: Path) -> None:
         """Build the merged copy on a thread of its own; until it is in, the run-time LoRA serves."""
-        self._merging = [thread for thread in self._merging if thread.is_alive()] + [merge_in_background(
-            self.model, name, handle, gguf, threads=self._threads, gpu=self._gpu,
-            install=lambda lane: self._control(lambda: self._set_lane(lane)), closed=lambda: self._closed)]
+        self._lanes.start_merge(self.model, name, handle, gguf, threads=self._threads, gpu=self._gpu,
+                                install=lambda lane: self._control(lambda: self._set_lane(lane)),
+                                closed=lambda: self._closed)
 
     def _set_lane(self, lane: MergedLane | None) -> bool:
         """Worker thread: serve the active adapter from `lane` (None: from the run-time LoRA). A lane
         whose adapter is no longer the active one (switched or reloaded while it merged) is refused."""
         if lane is not None and (lane.name != self._active or self._adapters[lane.name][1] is not lane.adapter):
             return False
-        if self._lane is not None:
-            self._retired.append(self._lane)
-        self._lane = lane
+        self._lanes.replace(lane)
         if lane is not None:
             self._slots.extend(_Slot(seq, lane.model) for seq in range(lane.model.n_seq))
         self._close_idle_lanes()
@@ -229,18 +227,22 @@ class LlamaCppEngine(WorkerEngine[_Request]):
         """Free retired merged copies once no request runs on them, and their file (hundreds of MB)."""
         from assistant.llm.lora_merge import remove_merged
 
-        for lane in list(self._retired):
+        current = self._lanes.current
+        for lane in list(self._lanes.retired):
             if any(slot.busy for slot in self._slots if slot.model is lane.model):
                 continue
-            self._retired.remove(lane)
+            self._lanes.retired.remove(lane)
             self._slots = [slot for slot in self._slots if slot.model is not lane.model]
             lane.model.close()
-            if self._lane is None or self._lane.source.parent != lane.source.parent:
+            if current is None or current.source.parent != lane.source.parent:
                 remove_merged(lane.source.parent)
 
     def _route(self, req: _Request) -> GgufModel:
-        lane = self._lane
-        return lane.model if lane and req.adapter is not None and req.adapter is lane.adapter else self.model
+        return self._lanes.model_for(req.adapter) or self.model
+
+    def _bind(self, model: GgufModel, adapter: Any) -> None:
+        """Apply `adapter` to the base's next decode; a merged copy has it in its weights already."""
+        model.use_adapter(adapter if model is self.model else None)
 
     # ----- worker thread -----
 
@@ -283,26 +285,25 @@ class LlamaCppEngine(WorkerEngine[_Request]):
     def _admit_waiting(self, waiting: list[_Request]) -> None:
         """Admit, in arrival order, the waiting requests whose model has a free sequence."""
         for req in list(waiting):
+            if req.cancelled:
+                waiting.remove(req)
+                continue
             model = self._route(req)
-            if not req.cancelled and not any(not slot.busy and slot.model is model for slot in self._slots):
+            if not any(not slot.busy and slot.model is model for slot in self._slots):
                 continue
             waiting.remove(req)
-            if req.cancelled:
-                continue
-            req.model = model
             try:
-                self._admit(req)
+                self._admit(req, model)
             except Exception as exc:  # noqa: BLE001 - reported to that caller, the engine goes on
                 logger.exception("Prefill failed")
                 self._release(req, failed=True)
                 req.deliver("error", exc if isinstance(exc, GenerationError)
                             else GenerationError(f"Generation failed: {exc}"))
 
-    def _pick_slot(self, req: _Request) -> tuple[_Slot, int]:
-        """The free sequence of the request's model holding the longest prefix of this prompt
-        (computed with the same adapter), else the least recently used free one; and how many
-        prompt tokens it covers."""
-        free = [slot for slot in self._slots if not slot.busy and slot.model is req.model]
+    def _pick_slot(self, req: _Request, model: GgufModel) -> tuple[_Slot, int]:
+        """The free sequence of `model` holding the longest prefix of this prompt (computed with
+        the same adapter), else the least recently used free one; and how many prompt tokens it covers."""
+        free = [slot for slot in self._slots if not slot.busy and slot.model is model]
         best, reuse = None, 0
         if self.prefix_reuse:
             for slot in free:
@@ -314,15 +315,14 @@ class LlamaCppEngine(WorkerEngine[_Request]):
             return min(free, key=lambda slot: slot.used), 0
         return best, reuse
 
-    def _admit(self, req: _Request) -> None:
+    def _admit(self, req: _Request, model: GgufModel) -> None:
         """Prefill what the chosen sequence does not already hold, and take the first token."""
         limit = self.model.ctx_per_seq - 1
         if len(req.prompt) >= limit:
             raise GenerationError(f"The prompt is {len(req.prompt)} tokens; this model takes at most {limit} "
                                   "here (model.context_tokens). Shorten it.")
         req.started = time.perf_counter()
-        slot, reuse = self._pick_slot(req)
-        model = slot.model
+        slot, reuse = self._pick_slot(req, model)
         if not model.forget(slot.seq, reuse):
             model.forget(slot.seq)
             reuse = 0
@@ -330,7 +330,7 @@ class LlamaCppEngine(WorkerEngine[_Request]):
         req.slot, req.cached_tokens = slot, reuse
         self.reused_tokens += reuse
         self._running.append(req)
-        model.use_adapter(req.adapter if model is self.model else None)
+        self._bind(model, req.adapter)
         rest = req.prompt[reuse:]
         index = -1
         for start in range(0, len(rest), model.n_batch):
@@ -347,22 +347,21 @@ class LlamaCppEngine(WorkerEngine[_Request]):
         """One decode step: every running request advances one token, one batch per model and adapter."""
         groups: dict[tuple[int, int], list[_Request]] = {}
         for req in self._running:
-            groups.setdefault((id(req.model), id(req.adapter)), []).append(req)
+            groups.setdefault((id(req.placed.model), id(req.adapter)), []).append(req)
         for group in groups.values():
-            model = group[0].model or self.model
-            model.use_adapter(group[0].adapter if model is self.model else None)
-            slots = [req.slot for req in group if req.slot is not None]
-            indices = model.decode([(slot.seq, [req.next_token], len(slot.tokens), True)
-                                    for req, slot in zip(group, slots, strict=True)])
-            for req, slot, index in zip(group, slots, indices, strict=True):
-                slot.tokens.append(req.next_token)
+            model = group[0].placed.model
+            self._bind(model, group[0].adapter)
+            indices = model.decode([(req.placed.seq, [req.next_token], len(req.placed.tokens), True)
+                                    for req in group])
+            for req, index in zip(group, indices, strict=True):
+                req.placed.tokens.append(req.next_token)
                 self._take(req, index)
         self._retire()
-        if self._retired:
+        if self._lanes.retired:
             self._close_idle_lanes()
 
     def _take(self, req: _Request, index: int) -> None:
-        token = choose_token((req.model or self.model).logits(index), req.generated, req.options, req.rng)
+        token = choose_token(req.placed.model.logits(index), req.generated, req.options, req.rng)
         req.next_token = token
         if self.model.is_eog(token):
             return
@@ -378,9 +377,9 @@ class LlamaCppEngine(WorkerEngine[_Request]):
     def _retire(self) -> None:
         """Finish requests that hit a stop condition; their sequences keep their KV for reuse."""
         for req in list(self._running):
-            slot = req.slot
+            slot = req.placed
             done = (self.model.is_eog(req.next_token) or len(req.generated) >= req.options.max_new_tokens
-                    or slot is None or len(slot.tokens) + 1 >= slot.model.ctx_per_seq)
+                    or len(slot.tokens) + 1 >= slot.model.ctx_per_seq)
             if not (req.cancelled or done):
                 continue
             self._release(req)

@@ -101,8 +101,8 @@ def merge_adapter(base_path: Path, lora_path: Path, out: Path, cancelled: Callab
         sub = field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None
         writer.add_key_value(field.name, field.contents(), kind, sub_type=sub)
     for tensor in base.tensors:
-        if tensor.name in pairs:
-            rows, length = int(tensor.shape[1]) if len(tensor.shape) > 1 else 1, int(tensor.shape[0])
+        if tensor.name in pairs:  # a matrix (pairs holds 2-D tensors only); GGUF shapes run (row length, rows)
+            rows, length = int(tensor.shape[1]), int(tensor.shape[0])
             kind = _merged_type(length, tensor.tensor_type)
             nbytes = rows * length // gguf.GGML_QUANT_SIZES[kind][0] * gguf.GGML_QUANT_SIZES[kind][1]
             shape = (rows, nbytes // rows) if kind == gguf.GGMLQuantizationType.Q8_0 else (rows, length)

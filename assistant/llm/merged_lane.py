@@ -73,3 +73,35 @@ def merge_in_background(base: GgufModel, name: str, adapter: Any, lora_gguf: Pat
     thread = threading.Thread(target=work, name="adapter-merge", daemon=True)
     thread.start()
     return thread
+
+
+class Lanes:
+    """What the engine holds beside its base model: the active adapter's merged copy, the copies it
+    replaced that requests may still run on, and the merges under way."""
+
+    def __init__(self) -> None:
+        self.current: MergedLane | None = None
+        self.retired: list[MergedLane] = []
+        self._merges: list[threading.Thread] = []
+
+    def start_merge(self, base: GgufModel, name: str, adapter: Any, lora_gguf: Path, *, threads: int, gpu: bool,
+                    install: Callable[[MergedLane], Future[bool]], closed: Callable[[], bool]) -> None:
+        self._merges = [thread for thread in self._merges if thread.is_alive()] + [merge_in_background(
+            base, name, adapter, lora_gguf, threads=threads, gpu=gpu, install=install, closed=closed)]
+
+    def replace(self, lane: MergedLane | None) -> None:
+        if self.current is not None:
+            self.retired.append(self.current)
+        self.current = lane
+
+    def model_for(self, adapter: Any) -> GgufModel | None:
+        """The merged copy standing in for this run-time adapter handle, if it is loaded."""
+        lane = self.current
+        return lane.model if lane is not None and adapter is not None and adapter is lane.adapter else None
+
+    def close(self) -> None:
+        """After the engine's worker stopped: a merge stops between two tensors and removes its partial file."""
+        for thread in self._merges:
+            thread.join(timeout=10)
+        for lane in [*self.retired, *([self.current] if self.current else [])]:
+            lane.model.close()
