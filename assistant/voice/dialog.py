@@ -29,7 +29,8 @@ import numpy as np
 
 from assistant.voice.latency import VoiceLatencyLog, VoiceTurnTiming
 from assistant.voice.receiver import SpeechEvent
-from assistant.voice.turns import AnswerPolicy, Event, is_backchannel, should_barge_in, sounds_unfinished
+from assistant.voice.turns import (SHORT_TURN_PAUSE_S, AnswerPolicy, Event, is_backchannel, needs_longer_pause,
+                                   should_barge_in, sounds_unfinished)
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class _Hold:
     """An answer paused because `user_id` started speaking over it."""
 
     user_id: int
+    speech_start: float  # the interrupting utterance: only its own transcript may release the hold
     timer: asyncio.TimerHandle
     quiet: bool = False  # the interrupter has paused (their utterance may be over)
     overdue: bool = False  # BACKCHANNEL_MAX_S has passed since they started
@@ -54,6 +56,7 @@ class _Attempt:
     """Recognition + generation for one utterance (speculative until confirmed)."""
 
     user_id: int
+    speech_start: float
     speech_end: float
     timing: VoiceTurnTiming
     deltas: asyncio.Queue[object] = field(default_factory=asyncio.Queue)
@@ -115,8 +118,8 @@ class VoiceDialog:
                     self._cut()
                 else:  # silent at once; stopped for good unless it proves a backchannel
                     self.pause_playback()
-                    self._held = _Hold(event.user_id, asyncio.get_running_loop().call_later(
-                        BACKCHANNEL_MAX_S, self._held_too_long))
+                    timer = asyncio.get_running_loop().call_later(BACKCHANNEL_MAX_S, self._held_too_long)
+                    self._held = _Hold(event.user_id, event.speech_start, timer)
         elif event.kind is Event.PAUSED and event.audio is not None:
             self._discard(event.user_id)
             self._speculative[event.user_id] = self._start(event, speculative=True)
@@ -124,7 +127,8 @@ class VoiceDialog:
             attempt = self._speculative.get(event.user_id)
             if (attempt is not None and abs(attempt.speech_end - event.speech_end) < 1e-6 and self.judge_turn
                     and (attempt.judging is None or attempt.judging.done())):  # one verdict at a time
-                attempt.judging = asyncio.get_running_loop().create_task(self._judge(attempt, event.audio))
+                attempt.judging = asyncio.get_running_loop().create_task(
+                    self._judge(attempt, event.audio, quiet=event.at - event.speech_end))
         elif event.kind is Event.RESUMED:
             self._discard(event.user_id)
         elif event.kind is Event.ENDED and event.audio is not None:
@@ -159,6 +163,10 @@ class VoiceDialog:
         held = self._held
         if held is None or held.user_id != attempt.user_id:
             return False
+        if attempt.speech_start < held.speech_start and is_backchannel(attempt.text):
+            # An earlier "yeah" (or its breathy tail) recognised only now, under load, after the same
+            # person began to interrupt: it says nothing about the interruption, which keeps the hold.
+            return True
         if held.overdue and not held.quiet or not is_backchannel(attempt.text):
             logger.info("barge-in by %s confirmed: they said something", attempt.user_id)
             logger.debug("barge-in by %s confirmed: %r", attempt.user_id, attempt.text)  # words: DEBUG only
@@ -201,7 +209,7 @@ class VoiceDialog:
 
     def _start(self, event: SpeechEvent, *, speculative: bool) -> _Attempt:
         timing = VoiceTurnTiming(event.user_id, event.speech_end, speculative=speculative)
-        attempt = _Attempt(event.user_id, event.speech_end, timing)
+        attempt = _Attempt(event.user_id, event.speech_start, event.speech_end, timing)
         assert event.audio is not None
         attempt.task = asyncio.get_running_loop().create_task(self._think(attempt, event.audio))
         return attempt
@@ -231,13 +239,16 @@ class VoiceDialog:
             attempt.decided.set()
             attempt.deltas.put_nowait(_END)
 
-    async def _judge(self, attempt: _Attempt, audio: np.ndarray) -> None:
+    async def _judge(self, attempt: _Attempt, audio: np.ndarray, *, quiet: float) -> None:
         """End the turn now if it sounds finished *and* the words do not trail off.
 
         The transcript is awaited (it is needed before answering anyway, so this costs no
         latency): Smart Turn hears intonation, and a synthetic or flat voice can end
-        "What is the capital of" on a falling pitch; a dangling last word still means "wait"."""
+        "What is the capital of" on a falling pitch; a dangling last word still means "wait".
+        A lone word or a backchannel waits until SHORT_TURN_PAUSE_S of silence (`quiet` is the
+        silence so far); speech going on meanwhile cancels this task (RESUMED)."""
         assert self.judge_turn is not None
+        asked = self.clock()
         try:
             p = attempt.timing.turn_probability = await self.judge_turn(audio)
             await attempt.decided.wait()
@@ -248,6 +259,8 @@ class VoiceDialog:
             return
         complete = p > self.turn_threshold and not sounds_unfinished(attempt.text)
         self.verdicts.append((p, attempt.text, complete))
+        if complete and needs_longer_pause(attempt.text):
+            await asyncio.sleep(max(0.0, SHORT_TURN_PAUSE_S - quiet - (self.clock() - asked)))
         if complete and self.end_turn is not None:
             self.end_turn(attempt.user_id, attempt.speech_end)
 

@@ -132,6 +132,21 @@ def sounds_unfinished(text: str) -> bool:
     return bool(words) and words[-1] in DANGLING
 
 
+SHORT_TURN_WORDS = 2
+SHORT_TURN_PAUSE_S = 0.5
+
+
+def needs_longer_pause(text: str) -> bool:
+    """One or two words ("Wait," "So," "Hey,"), a backchannel, or nothing recognised at all.
+
+    People say such a word, breathe, and go on, and Smart Turn hears a finished sentence in a
+    lone word (p = 0.99 for "Wait" after 200 ms). Ended there, "Wait" would be answered as a
+    question, or, heard as nothing while the person interrupts, would let the answer resume.
+    So such a turn ends by the model only after SHORT_TURN_PAUSE_S of silence."""
+    words = _WORD.findall(_NOISE.sub(" ", text))
+    return len(words) <= SHORT_TURN_WORDS or is_backchannel(text)
+
+
 def mentions_wake_word(text: str, wake_words: list[str] | tuple[str, ...]) -> bool:
     """Whole-word, case-insensitive match; a multi-word wake word matches as a phrase."""
     words = [w.lower() for w in _WORD.findall(text)]

@@ -51,9 +51,9 @@ class Rig:
     def stop(self) -> None:
         self.stops += 1
 
-    def event(self, kind: Event, user: int = 1, end: float = 1.0, samples: int = 1600) -> None:
+    def event(self, kind: Event, user: int = 1, end: float = 1.0, samples: int = 1600, start: float = 0.0) -> None:
         audio = np.zeros(samples, np.float32) if kind in (Event.PAUSED, Event.ENDED) else None
-        self.dialog.on_event(SpeechEvent(user, kind, end + 0.1, 0.0, end, audio))
+        self.dialog.on_event(SpeechEvent(user, kind, end + 0.1, start, end, audio))
 
 
 async def settle() -> None:
@@ -184,6 +184,49 @@ async def test_speech_going_on_cancels_the_turn_verdict() -> None:
     assert ended == [] and rig.dialog.discarded == 1
 
 
+@pytest.mark.parametrize("text", ["Wait.", "Hey", "No", "", "yeah", "[coughing]"])
+async def test_a_lone_word_ends_the_turn_only_after_a_longer_pause(text: str,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Smart Turn hears a finished sentence in "Wait" (p = 0.99); people say it and go on."""
+    monkeypatch.setattr("assistant.voice.dialog.SHORT_TURN_PAUSE_S", 0.25)
+    now = [10.0]
+    rig = Rig(transcripts={1600: text})
+    rig.dialog.clock = lambda: now[0]
+    ended: list[tuple[int, float]] = []
+
+    async def judge(audio: np.ndarray) -> float:
+        return 0.99
+
+    rig.dialog.judge_turn, rig.dialog.end_turn = judge, lambda user, end: ended.append((user, end))
+    for goes_on in (True, False):
+        ended.clear()
+        rig.event(Event.PAUSED)
+        rig.dialog.on_event(SpeechEvent(1, Event.CHECK, 1.2, 0.0, 1.0, np.zeros(4800, np.float32)))
+        await settle()
+        assert ended == [], "not ended 200 ms after a lone word"
+        if goes_on:  # "Wait, ... what is the capital of France?"
+            rig.event(Event.RESUMED)
+            await asyncio.sleep(0.1)
+            assert ended == [] and rig.dialog.discarded >= 1
+        else:  # nothing more: the turn ends once the longer pause has passed
+            await asyncio.sleep(0.1)
+            assert ended == [(1, 1.0)]
+
+
+async def test_a_whole_sentence_ends_the_turn_at_once() -> None:
+    rig = Rig(transcripts={1600: "What is the capital of France?"})
+    ended: list[tuple[int, float]] = []
+
+    async def judge(audio: np.ndarray) -> float:
+        return 0.99
+
+    rig.dialog.judge_turn, rig.dialog.end_turn = judge, lambda user, end: ended.append((user, end))
+    rig.event(Event.PAUSED)
+    rig.dialog.on_event(SpeechEvent(1, Event.CHECK, 1.2, 0.0, 1.0, np.zeros(4800, np.float32)))
+    await settle()
+    assert ended == [(1, 1.0)]
+
+
 def held_rig(transcript: str) -> tuple[Rig, list[str]]:
     """Alice (user 1) is being answered at length; what she says next is `transcript` (1200 samples)."""
     rig = Rig(hold_playback=True, transcripts={1200: transcript})
@@ -217,6 +260,39 @@ async def test_a_real_interruption_stops_the_answer_for_good() -> None:
     await settle()
     assert calls == ["pause"] and rig.stops >= 1 and rig.dialog.false_alarms == 0
     assert rig.asked[-1][0].startswith("wait"), "the interruption is answered"
+
+
+async def test_a_late_transcript_of_an_earlier_backchannel_leaves_a_new_interruption_held() -> None:
+    """Under load the tail of a "yeah" can be recognised only after the same person began to
+    interrupt: that empty transcript must not release the hold the interruption set."""
+    rig, calls = held_rig("wait, what is the capital of France?")
+    rig.transcripts[1000] = "yeah"
+    tail_heard = asyncio.Event()
+    plain = rig.recognize
+
+    async def recognize(audio: np.ndarray) -> str:
+        if len(audio) == 800:  # the breathy tail, recognised late
+            await tail_heard.wait()
+            return ""
+        return await plain(audio)
+
+    rig.dialog.recognize = recognize
+    rig.event(Event.ENDED, user=1)
+    await settle()
+    rig.event(Event.STARTED, user=1, end=2.0, start=1.8)  # "yeah"
+    rig.event(Event.ENDED, user=1, end=2.3, samples=1000, start=1.8)
+    rig.event(Event.STARTED, user=1, end=2.5, start=2.4)  # its tail, while the answer is still held
+    rig.event(Event.ENDED, user=1, end=2.6, samples=800, start=2.4)
+    await settle()
+    assert calls == ["pause", "resume"] and rig.dialog.false_alarms == 1
+    rig.event(Event.STARTED, user=1, end=3.2, start=3.0)  # the real interruption
+    tail_heard.set()
+    await settle()
+    assert calls == ["pause", "resume", "pause"] and rig.dialog.false_alarms == 1, "the stale tail resumed it"
+    rig.event(Event.ENDED, user=1, end=4.0, samples=1200, start=3.0)
+    await settle()
+    assert rig.stops >= 1 and rig.asked[-1][0].startswith("wait"), "the interruption is answered"
+    assert rig.dialog.barge_ins == 2 and len(rig.asked) == 2
 
 
 async def test_talking_on_past_a_backchannel_length_stops_the_answer(monkeypatch: pytest.MonkeyPatch) -> None:
