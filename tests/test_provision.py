@@ -154,3 +154,19 @@ def test_the_catalogue_keeps_the_gguf_beside_the_training_base(models_dir: Path)
     assert catalog.gguf_path("smollm2-135m-instruct", models_dir) == folder / catalog.GGUF_FILE
     assert (folder / "model.safetensors").is_file() and (folder / catalog.GGUF_FILE).read_bytes()[:4] == b"GGUF"
     assert catalog.gguf_path("SomeOrg/hub-model", models_dir) is None
+
+
+@pytest.mark.parametrize("name", sorted(CATALOG))
+def test_every_catalogue_model_names_one_verifiable_source(name: str) -> None:
+    """A typo in a pinned size or a part left out would surface only at a user's `models fetch`."""
+    from assistant.provision import PackagedParts
+
+    entry = CATALOG[name]
+    assert entry.name == name and "/" in entry.hub_id and entry.licence
+    files = entry.gguf.parts if isinstance(entry.gguf, PackagedParts) else (entry.gguf,)
+    for item in files:
+        assert len(item.sha256) == 64 and int(item.sha256, 16) >= 0 and item.size > 0
+        assert "==" in item.requirement, "pinned to one release"
+    if isinstance(entry.gguf, PackagedParts):
+        assert sum(p.size for p in files) == entry.gguf.size, "the parts add up to the whole"
+        assert len({p.sha256 for p in files}) == len(files)

