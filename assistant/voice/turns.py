@@ -16,6 +16,14 @@ from enum import Enum
 from assistant.voice.frames import FRAME_SECONDS
 
 _WORD = re.compile(r"[\w']+")
+_NOISE = re.compile(r"\[[^\]]*\]|\([^)]*\)|\*[^*]*\*")  # whisper's "[coughs]", "(laughing)", "*sigh*"
+
+
+def _spoken_words(text: str) -> list[str]:
+    """The transcript's words, lower-cased, without whisper's sound notes ("[coughs]")."""
+    return [w.lower() for w in _WORD.findall(_NOISE.sub(" ", text))]
+
+
 ONSET_FRAMES = 3  # voiced 20 ms frames in a row before we call it speech (60 ms): ignores clicks
 CHECKS = 3  # turn-model checks per pause: after turn_check_s, twice and four times that
 
@@ -143,8 +151,7 @@ def needs_longer_pause(text: str) -> bool:
     lone word (p = 0.99 for "Wait" after 200 ms). Ended there, "Wait" would be answered as a
     question, or, heard as nothing while the person interrupts, would let the answer resume.
     So such a turn ends by the model only after SHORT_TURN_PAUSE_S of silence."""
-    words = _WORD.findall(_NOISE.sub(" ", text))
-    return len(words) <= SHORT_TURN_WORDS or is_backchannel(text)
+    return len(_spoken_words(text)) <= SHORT_TURN_WORDS or is_backchannel(text)
 
 
 def mentions_wake_word(text: str, wake_words: list[str] | tuple[str, ...]) -> bool:
@@ -209,7 +216,6 @@ class AnswerPolicy:
 
 BACKCHANNELS = frozenset("""yeah yes yep yup mhm mm mmm hmm hm uh huh um uhm ah oh okay ok right sure cool nice
 wow alright aha ha""".split())
-_NOISE = re.compile(r"\[[^\]]*\]|\([^)]*\)|\*[^*]*\*")  # whisper's "[coughs]", "(laughing)", "*sigh*"
 
 
 def is_backchannel(text: str) -> bool:
@@ -217,7 +223,7 @@ def is_backchannel(text: str) -> bool:
 
     Why words and not the turn model: "yeah" is a finished turn to Smart Turn, and a cough has
     no intonation to judge; what separates them from "wait, stop" is what was said."""
-    words = {w.lower() for w in _WORD.findall(_NOISE.sub(" ", text))}
+    words = set(_spoken_words(text))
     return len(words) <= 3 and words <= BACKCHANNELS  # a set: whisper may hear "Yeah. Yeah. Yeah." in "yeah"
 
 
