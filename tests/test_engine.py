@@ -219,3 +219,17 @@ async def test_a_full_queue_refuses_new_requests_instead_of_growing(engine: Tran
             break
         await asyncio.sleep(0.05)
     assert engine._outstanding == 0
+
+
+async def test_the_end_of_turn_probe_matches_the_llama_cpp_reading(engine: TransformersEngine) -> None:
+    """The same question as the llama.cpp engine answers for a voice turn (tests/test_llamacpp.py):
+    whether the words are a finished message. A fragment gets almost nothing, a question a real chance."""
+    system = "You are a helpful, concise assistant."
+    fragments = [await engine.end_of_turn_probability(t, system_prompt=system)
+                 for t in ("What is the capital of", "Remind me to call my", "Which season comes.")]
+    finished = [await engine.end_of_turn_probability(t, system_prompt=system)
+                for t in ("What is the capital of France?", "Who are you?")]
+    assert all(p is not None and p < 0.001 for p in fragments), fragments
+    assert all(p is not None and p > 0.1 for p in finished), finished
+    assert await engine.end_of_turn_probability("...") is None
+    assert await engine.complete(ask("What is the capital of France?"), GenerationOptions(max_new_tokens=8))

@@ -122,6 +122,34 @@ async def test_requests_joining_mid_generation_still_match(engine) -> None:  # t
     assert await asyncio.gather(*[late(i) for i in range(3)]) == alone
 
 
+async def test_the_end_of_turn_probe_reads_unfinished_words_beside_running_answers(engine) -> None:  # type: ignore[no-untyped-def]
+    """Voice turns ask the chat model whether the words are a finished message (turn_probe): a
+    fragment gets almost nothing, a question gets a real chance, punctuation does not decide,
+    and probing while answers are generated changes neither the answers nor the probabilities."""
+    system = "You are a helpful, concise assistant."
+
+    async def probe(text: str) -> float:
+        p = await engine.end_of_turn_probability(text, system_prompt=system)
+        assert p is not None
+        return float(p)
+
+    fragments = ["What is the capital of", "Remind me to call my", "Which season comes.", "Tell me a joke about"]
+    finished = ["What is the capital of France?", "Where are you from", "Who are you?", "What time is it?"]
+    alone = [await probe(text) for text in fragments + finished]
+    assert max(alone[:4]) < 0.001 and min(alone[4:]) > 0.1, alone
+    assert await probe("What is the capital of France") == alone[4], "whisper's full stop does not decide"
+    assert await engine.end_of_turn_probability(" ?! ...") is None, "no words: nothing to judge"
+
+    options = GenerationOptions(max_new_tokens=16)
+    answers = [await engine.complete(ask(q), options) for q in QUESTIONS[:2]]
+    before = len(engine.stats)
+    together = await asyncio.gather(*[engine.complete(ask(q), options) for q in QUESTIONS[:2]],
+                                    *[probe(text) for text in fragments + finished])
+    assert list(together[:2]) == answers
+    assert list(together[2:]) == pytest.approx(alone, abs=1e-3)  # batched rows may differ in the last digits
+    assert len(engine.stats) - before == 2, "a probe is not a generation in the throughput figures"
+
+
 async def test_a_conversation_prefills_only_its_new_tokens(models_dir: Path, engine) -> None:  # type: ignore[no-untyped-def]
     from assistant.conversation import Conversation
     from assistant.llm.llamacpp_engine import LlamaCppEngine

@@ -83,5 +83,11 @@ class ChatBackend(abc.ABC):
         if name is not None:
             raise NotImplementedError(f"{type(self).__name__} cannot use LoRA adapters")
 
+    async def end_of_turn_probability(self, text: str, *, system_prompt: str = "") -> float | None:
+        """P(the user's message is finished after `text`), from the model's own next-token
+        probabilities (`turn_probe`); None when this backend cannot tell (the caller then trusts
+        the audio alone). Runs on the base model, whatever adapter is active."""
+        return None
+
     async def aclose(self) -> None:
         """Stop background work; pending requests fail with GenerationError."""

@@ -35,6 +35,7 @@ from assistant.llm.loader import LoadedModel
 from assistant.llm.prefix_cache import PrefixCache, PrefixHit
 from assistant.llm.repetition import banned_tokens, penalised_tokens
 from assistant.llm.sampling import guarded
+from assistant.llm.turn_probe import normalise, open_user_turn, probability_of, sentence_enders
 from assistant.llm.worker import Deliver, WorkerEngine
 from assistant.prompting import SpecialTokenGuard
 
@@ -88,6 +89,7 @@ class TransformersEngine(WorkerEngine[_Request]):
         self.prefix_cache = PrefixCache(prefix_cache_mb << 20)
         self._adapters: dict[str, str] = {}
         self._active: str | None = None
+        self._enders: Any = None  # sentence-ending token ids, found on the first end-of-turn probe
         self.stats: list[GenerationStats] = []
         started: Future[None] = Future()
         self._thread = threading.Thread(target=self._run, args=(loaded, started), name="chat-engine", daemon=True)
@@ -120,6 +122,24 @@ class TransformersEngine(WorkerEngine[_Request]):
             return request
 
         return self._relay(make)
+
+    async def end_of_turn_probability(self, text: str, *, system_prompt: str = "") -> float | None:
+        """One forward pass of the base model between decode steps (see `turn_probe`)."""
+        words = normalise(text)
+        if not words:
+            return None
+        render = lambda messages: str(self.tokenizer.apply_chat_template(messages, tokenize=False))  # noqa: E731
+        ids = self.tokenizer(open_user_turn(render, system_prompt, words), add_special_tokens=False)["input_ids"]
+        return float(await asyncio.wrap_future(self._control(lambda: self._probe(list(ids)))))
+
+    def _probe(self, ids: list[int]) -> float:
+        kwargs: dict[str, Any] = {"adapter_names": [BASE]} if self._adapters else {}
+        with torch.inference_mode():
+            out = self.model(input_ids=torch.tensor([ids], device=self.device), logits_to_keep=1, **kwargs)
+        if self._enders is None:  # every token decoded once: a second or two, on the first voice turn
+            pieces = ((i, self.tokenizer.decode([i]).encode()) for i in range(len(self.tokenizer)))
+            self._enders = sentence_enders(pieces, self._eos_ids().__contains__)
+        return probability_of(out.logits[0, -1].float().cpu().numpy(), self._enders)
 
     @property
     def active_adapter(self) -> str | None:

@@ -40,10 +40,12 @@ from assistant.llm.gguf_runtime import GgufModel, set_thread_wait
 from assistant.llm.merged_lane import Lanes, MergedLane
 from assistant.llm.prefix import common_prefix
 from assistant.llm.sampling import choose_token
+from assistant.llm.turn_probe import normalise, open_user_turn, probability_of, sentence_enders
 from assistant.llm.worker import Deliver, WorkerEngine
 
 logger = logging.getLogger(__name__)
 
+_PROBE = GenerationOptions(max_new_tokens=1, adapter=None)
 MIN_REUSE = 16  # a shorter common prefix (the system prompt alone) does not justify evicting a conversation
 
 
@@ -64,6 +66,8 @@ class _Request:
     cancelled: bool = False
     cached_tokens: int = 0
     slot: _Slot | None = None  # set at admission; its model is the base or the merged copy
+    probe: bool = False  # asks one probability (end_of_turn_probability), generates nothing
+    probed: bool = False
 
     @property
     def placed(self) -> _Slot:
@@ -104,6 +108,7 @@ class LlamaCppEngine(WorkerEngine[_Request]):
         self.merge_active, self._lanes = merge_active, Lanes()
         self.stats: list[GenerationStats] = []
         self.reused_tokens = 0
+        self._enders: Any = None
         start = time.perf_counter()
         self._threads, self._gpu = threads or os.cpu_count() or 1, gpu
         self.model = GgufModel(path, n_seq=max_batch_size, ctx_per_seq=-(-(context_tokens + 1) // 256) * 256,
@@ -129,6 +134,20 @@ class LlamaCppEngine(WorkerEngine[_Request]):
                             deliver=deliver, rng=rng)
 
         return self._relay(make)
+
+    async def end_of_turn_probability(self, text: str, *, system_prompt: str = "") -> float | None:
+        """One prefill on the base model, batched with whatever else runs (see `turn_probe`)."""
+        words = normalise(text)
+        if not words:
+            return None
+
+        def make(deliver: Deliver) -> _Request:
+            prompt = self.model.tokenize(open_user_turn(self.model.render, system_prompt, words))
+            return _Request(prompt=prompt, options=_PROBE, adapter=None, deliver=deliver, rng=None, probe=True)
+
+        async for value in self._relay(make):
+            return float(value)
+        return None
 
     @property
     def active_adapter(self) -> str | None:
@@ -236,6 +255,13 @@ class LlamaCppEngine(WorkerEngine[_Request]):
             lane.model.close()
             if current is None or current.source.parent != lane.source.parent:
                 remove_merged(lane.source.parent)
+
+    def _sentence_enders(self) -> Any:
+        """The vocabulary's sentence- and message-ending tokens, found once (a scan of every token)."""
+        if self._enders is None:
+            model = self.model
+            self._enders = sentence_enders(((t, model.piece(t)) for t in range(model.n_vocab)), model.is_eog)
+        return self._enders
 
     def _route(self, req: _Request) -> GgufModel:
         return self._lanes.model_for(req.adapter) or self.model
@@ -361,6 +387,10 @@ class LlamaCppEngine(WorkerEngine[_Request]):
             self._close_idle_lanes()
 
     def _take(self, req: _Request, index: int) -> None:
+        if req.probe:
+            req.probed = True
+            req.deliver("delta", probability_of(req.placed.model.logits(index), self._sentence_enders()))
+            return
         token = choose_token(req.placed.model.logits(index), req.generated, req.options, req.rng)
         req.next_token = token
         if self.model.is_eog(token):
@@ -378,12 +408,14 @@ class LlamaCppEngine(WorkerEngine[_Request]):
         """Finish requests that hit a stop condition; their sequences keep their KV for reuse."""
         for req in list(self._running):
             slot = req.placed
-            done = (self.model.is_eog(req.next_token) or len(req.generated) >= req.options.max_new_tokens
+            done = (req.probed or self.model.is_eog(req.next_token) or len(req.generated) >= req.options.max_new_tokens
                     or len(slot.tokens) + 1 >= slot.model.ctx_per_seq)
             if not (req.cancelled or done):
                 continue
             self._release(req)
-            if req.cancelled:
+            if req.cancelled or req.probed:
+                if req.probed:
+                    req.deliver("done", None)
                 continue
             now = time.perf_counter()
             self.stats.append(GenerationStats(

@@ -91,7 +91,9 @@ class VoiceCall:
             barge_in=voice.barge_in, latency=latency,
             judge_turn=turn_model.probability_async if turn_model else None,
             end_turn=self._end_turn, turn_threshold=turn_model.threshold if turn_model else 0.5,
-            pause_playback=self._pause_playback, resume_playback=self._resume_playback)
+            pause_playback=self._pause_playback, resume_playback=self._resume_playback,
+            judge_words=self._words_end_turn if turn_model and voice.text_turn_threshold > 0 else None,
+            words_threshold=voice.text_turn_threshold)
         self.transcripts: list[tuple[int, str]] = []  # (user id, text) of every answered utterance
         self.frames: FrameQueue | None = None  # the answer being played (barge-in and close cut it)
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -166,6 +168,11 @@ class VoiceCall:
     def _end_turn(self, user_id: int, speech_end: float) -> None:
         if self.active and self._end_turn_in_receiver is not None:
             self._end_turn_in_receiver(user_id, speech_end)
+
+    async def _words_end_turn(self, text: str) -> float | None:
+        """P(`text` is a finished message) by the chat model, with this call's system prompt."""
+        conversation = self.conversation
+        return await conversation.backend.end_of_turn_probability(text, system_prompt=conversation.system_prompt)
 
     async def _recognize(self, audio: np.ndarray) -> str:
         """Recognise one utterance. The recogniser serves one at a time, so a call where people talk

@@ -67,6 +67,7 @@ class _Attempt:
     speaking: asyncio.Task[None] | None = None  # synthesis (then playback) of this attempt's answer
     judging: asyncio.Task[None] | None = None  # the turn model's verdict on the pause (end_of_turn = "model")
     text: str = ""
+    words_finished: bool | None = None  # the chat model's reading of `text`, asked once (None: not yet)
 
 
 class VoiceDialog:
@@ -79,11 +80,16 @@ class VoiceDialog:
                  judge_turn: Callable[[np.ndarray], Awaitable[float]] | None = None,
                  end_turn: Callable[[int, float], None] | None = None, turn_threshold: float = 0.5,
                  pause_playback: Callable[[], None] | None = None,
-                 resume_playback: Callable[[], None] | None = None) -> None:
+                 resume_playback: Callable[[], None] | None = None,
+                 judge_words: Callable[[str], Awaitable[float | None]] | None = None,
+                 words_threshold: float = 0.0) -> None:
         """`judge_turn(audio) -> P(complete)` (Smart Turn) and `end_turn(user, speech_end)` (ends that
-        speaker's utterance now, in the receiver) are given for `voice.end_of_turn = "model"`."""
+        speaker's utterance now, in the receiver) are given for `voice.end_of_turn = "model"`;
+        `judge_words(text) -> P(finished message)` (the chat model, None: cannot tell) vetoes an
+        ending below `words_threshold` (`voice.text_turn_threshold`)."""
         self.recognize, self.answer, self.speak = recognize, answer, speak
         self.judge_turn, self.end_turn, self.turn_threshold = judge_turn, end_turn, turn_threshold
+        self.judge_words, self.words_threshold = judge_words, words_threshold
         self.pause_playback, self.resume_playback = pause_playback, resume_playback
         self._held: _Hold | None = None  # playback paused by a voice that may be only a backchannel
         self.stop_playback, self.policy = stop_playback, policy
@@ -244,7 +250,8 @@ class VoiceDialog:
 
         The transcript is awaited (it is needed before answering anyway, so this costs no
         latency): Smart Turn hears intonation, and a synthetic or flat voice can end
-        "What is the capital of" on a falling pitch; a dangling last word still means "wait".
+        "What is the capital of" on a falling pitch; a dangling last word, or words the chat model
+        would not end there ("Which season comes"), still mean "wait".
         A lone word or a backchannel waits until SHORT_TURN_PAUSE_S of silence (`quiet` is the
         silence so far); speech going on meanwhile cancels this task (RESUMED)."""
         assert self.judge_turn is not None
@@ -257,12 +264,29 @@ class VoiceDialog:
         except Exception:  # the silence timer (max_pause_ms) still ends the turn
             logger.exception("turn model failed")
             return
-        complete = p > self.turn_threshold and not sounds_unfinished(attempt.text)
+        complete = (p > self.turn_threshold and not sounds_unfinished(attempt.text)
+                    and await self._words_finished(attempt))
         self.verdicts.append((p, attempt.text, complete))
         if complete and needs_longer_pause(attempt.text):
             await asyncio.sleep(max(0.0, SHORT_TURN_PAUSE_S - quiet - (self.clock() - asked)))
         if complete and self.end_turn is not None:
             self.end_turn(attempt.user_id, attempt.speech_end)
+
+    async def _words_finished(self, attempt: _Attempt) -> bool:
+        """Whether the words read as a finished message ("Which season comes" does not, whatever
+        the pitch did); asked once per transcript, and a failure or "cannot tell" trusts the audio."""
+        if self.judge_words is None or not attempt.text:
+            return True
+        if attempt.words_finished is None:
+            try:
+                q = attempt.timing.text_probability = await self.judge_words(attempt.text)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("the words' end-of-turn check failed")
+                q = None
+            attempt.words_finished = q is None or q >= self.words_threshold
+        return attempt.words_finished
 
     def _first_audio(self, attempt: _Attempt) -> None:
         if attempt.timing.first_audio is None:

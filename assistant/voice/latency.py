@@ -23,6 +23,7 @@ class VoiceTurnTiming:
     speculative: bool = False  # the transcript came from recognition started during the silence
     ended_by_model: bool = False  # the turn model ended the turn (not the silence timer)
     turn_probability: float | None = None  # the turn model's P(complete) at the check
+    text_probability: float | None = None  # the chat model's P(the words are a finished message)
 
     def since_end(self, stage: str) -> float | None:
         value = getattr(self, stage)

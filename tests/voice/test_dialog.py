@@ -165,6 +165,51 @@ async def test_the_turn_model_ends_a_turn_only_when_it_sounds_and_reads_finished
     assert rig.dialog.verdicts == [(p, text, ends)] and not rig.spoken, "nothing plays before ENDED"
 
 
+@pytest.mark.parametrize(("q", "ends"), [(0.9, True), (0.001, False), (None, True)])
+async def test_words_the_chat_model_would_not_end_keep_the_turn_open(q: float | None, ends: bool) -> None:
+    """Smart Turn heard a finished sentence (p = 0.97) in "Which season comes." said on a falling
+    pitch; the chat model gives those words almost no chance of ending there, so the turn waits.
+    None (a backend that cannot tell) leaves the audio's verdict alone; asked once per transcript."""
+    rig = Rig(transcripts={1600: "Which season comes."})
+    ended: list[tuple[int, float]] = []
+    asked: list[str] = []
+
+    async def judge(audio: np.ndarray) -> float:
+        return 0.97
+
+    async def words(text: str) -> float | None:
+        asked.append(text)
+        return q
+
+    rig.dialog.judge_turn, rig.dialog.end_turn = judge, lambda user, end: ended.append((user, end))
+    rig.dialog.judge_words, rig.dialog.words_threshold = words, 0.005
+    rig.event(Event.PAUSED)
+    for at in (1.2, 1.4):  # the second check (400 ms) reuses the first reading of the same words
+        rig.dialog.on_event(SpeechEvent(1, Event.CHECK, at, 0.0, 1.0, np.zeros(4800, np.float32)))
+        await settle()
+    assert asked == ["Which season comes."]
+    assert set(ended) == ({(1, 1.0)} if ends else set())  # (the rig's receiver does not end it: asked again)
+    assert rig.dialog.verdicts[-1] == (0.97, "Which season comes.", ends)
+
+
+async def test_a_failing_words_check_trusts_the_audio() -> None:
+    rig = Rig(transcripts={1600: "What is the capital of France?"})
+    ended: list[tuple[int, float]] = []
+
+    async def judge(audio: np.ndarray) -> float:
+        return 0.97
+
+    async def words(text: str) -> float | None:
+        raise RuntimeError("engine busy")
+
+    rig.dialog.judge_turn, rig.dialog.end_turn = judge, lambda user, end: ended.append((user, end))
+    rig.dialog.judge_words, rig.dialog.words_threshold = words, 0.005
+    rig.event(Event.PAUSED)
+    rig.dialog.on_event(SpeechEvent(1, Event.CHECK, 1.2, 0.0, 1.0, np.zeros(4800, np.float32)))
+    await settle()
+    assert ended == [(1, 1.0)]
+
+
 async def test_speech_going_on_cancels_the_turn_verdict() -> None:
     rig = Rig()
     ended: list[tuple[int, float]] = []
