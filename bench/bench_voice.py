@@ -135,6 +135,8 @@ async def speak_turn(server: Any, session: Any, pcm: np.ndarray, pause_end: floa
         row["by_model"] = float(timing.ended_by_model)
         if timing.turn_probability is not None:
             row["p"] = timing.turn_probability
+        if timing.text_probability is not None:
+            row["q"] = timing.text_probability
     return row
 
 
@@ -218,7 +220,7 @@ async def run_mode(mode: str, repo_config: Any, backend: Any, sets: dict[str, An
                         pcm, pause_end = items[n % len(items)]
                         rows.append(await speak_turn(server, session, pcm, pause_end, ended))
                         print(f"{mode} {name} {n + 1}/{turns}: {rows[-1].get('outside_first_audio', -1) * 1000:.0f} ms"
-                              f" p={rows[-1].get('p', -1):.2f} verdicts={session.dialog.verdicts[-2:]}"
+                              f" p={rows[-1].get('p', -1):.2f} q={rows[-1].get('q', -1):.3f} verdicts={session.dialog.verdicts[-2:]}"
                               + (" CUT" if rows[-1].get("cut_off") else ""), flush=True)
                     results[name] = rows
                 stops = await backchannel_turns(server, session, story, interjections)

@@ -256,13 +256,15 @@ async def test_the_person_who_joined_is_answered_without_the_wake_word_and_other
 
 async def test_the_turn_model_waits_through_a_mid_sentence_pause_and_ends_a_finished_question_at_once(
         tmp_path, repo_config, backend, speech):
-    """end_of_turn = "model" (the default): "What is the capital of … France?" with an 800 ms
-    pause (longer than silence_ms, which would have cut it) is one utterance; a finished question
-    is ended by the model, not by waiting for the silence timer."""
+    """end_of_turn = "model" (the default): "What is the capital of … France?" and "Which season
+    comes … after the winter?" with an 800 ms pause (longer than silence_ms, which would have cut
+    them) are one utterance each; a finished question is ended by the model, not by waiting for
+    the silence timer."""
     from tests.voice.utterances import piper_paused
 
     paused, _ = piper_paused(speech, "What is the capital of", "France?", 0.8)
-    finished = await said(speech, "What color is the sky?")
+    finished = await said(speech, "How many legs does a spider have?")
+    season, _ = piper_paused(speech, "Which season comes", "after the winter?", 0.8)
     async with in_call(tmp_path, repo_config, backend, tokens=8, end_of_turn="model") as (server, _bot, session):
         await server.speak(server.alice, resample(paused, 16_000, RATE, layout="stereo", fmt="s16"))
         await server.world.wait_until(lambda: session.transcripts, 60, "the question to be answered")
@@ -274,5 +276,15 @@ async def test_the_turn_model_waits_through_a_mid_sentence_pause_and_ends_a_fini
         await server.world.wait_until(lambda: len(session.transcripts) == 2, 60, "the second question")
         await answer_audio(server, server.voice.spoken[-1].started_at)
         turn = session.latency.turns[-1]
-        assert turn.ended_by_model and turn.turn_probability is not None and turn.turn_probability > 0.5
+        assert turn.ended_by_model and turn.turn_probability is not None and turn.turn_probability > 0.5, (
+            turn, session.transcripts)
         assert session.dialog.verdicts[-1][2], session.dialog.verdicts
+        # the chat model read the words too (it would have vetoed a fragment), and found them finished
+        assert turn.text_probability is not None and turn.text_probability >= 0.005, turn
+        # no dangling word this time: "Which season comes" reads complete to the word list and may
+        # sound complete; only the chat model's reading of the words keeps the turn open
+        await server.speak(server.alice, resample(season, 16_000, RATE, layout="stereo", fmt="s16"))
+        await server.world.wait_until(lambda: len(session.transcripts) == 3, 60, "the third question")
+        await answer_audio(server, server.voice.spoken[-1].started_at)
+        text = session.transcripts[-1][1].lower()
+        assert "season" in text and "winter" in text, session.transcripts
