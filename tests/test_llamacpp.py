@@ -161,7 +161,12 @@ async def test_a_conversation_prefills_only_its_new_tokens(models_dir: Path, eng
         answers: dict[str, list[str]] = {}
         for label, eng in (("reused", reused), ("full", engine)):
             talk = Conversation(eng, system_prompt="You are a helpful, concise assistant.", reply_tokens=24)
-            answers[label] = ["".join([d async for d in talk.reply(t)]) for t in turns]
+            answers[label] = []
+            for t in turns:
+                # a voice turn's end-of-turn probe shares only the opening: it must not cost the
+                # conversation its cached history (it once cut the sequence back to the system prompt)
+                await eng.end_of_turn_probability(t, system_prompt="You are a helpful, concise assistant.")
+                answers[label].append("".join([d async for d in talk.reply(t)]))
         assert answers["reused"] == answers["full"]
         for earlier, later in zip(reused.stats[-4:-1], reused.stats[-3:], strict=True):
             # everything the previous turn left in the sequence (its prompt and answer) is reused

@@ -335,7 +335,7 @@ class LlamaCppEngine(WorkerEngine[_Request]):
             for slot in free:
                 if slot.adapter is req.adapter and slot.tokens:
                     n = min(common_prefix(slot.tokens, req.prompt), len(req.prompt) - 1)
-                    if n > reuse:
+                    if n > reuse and n * 2 >= len(slot.tokens):  # never gut a conversation for its opening
                         best, reuse = slot, n
         if best is None or reuse < MIN_REUSE:
             return min(free, key=lambda slot: slot.used), 0
