@@ -58,6 +58,17 @@ def test_speakable_strips_markdown_and_links() -> None:
 ])
 def test_the_first_piece_may_end_at_a_clause_break(text: str, expected: list[str]) -> None:
     assert split_sentences(text, first_clause_words=3) == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("The capital city of France is Paris.", ["The capital city", "of France is Paris."]),
+    ("There are 7 days in a week.", ["There are 7 days", "in a week."]),
+    ("Go to bed.", ["Go to bed."]),  # one word before "to": too short a piece
+    ("The sky on a clear day is blue.", ["The sky on a clear day", "is blue."]),
+])
+def test_with_the_default_two_words_a_preposition_opens_the_second_piece(text: str, expected: list[str]) -> None:
+    """A long first sentence with no "is" or comma early would make the voice wait for all of it."""
+    assert split_sentences(text, first_clause_words=2) == expected
     splitter = SentenceSplitter(first_clause_words=3)
     assert splitter.feed("One two three,") == []  # "three,000" is still possible
     assert splitter.feed(" four") == ["One two three,"]
@@ -71,7 +82,7 @@ def test_the_first_piece_may_end_at_a_clause_break(text: str, expected: list[str
 
 _words = st.sampled_from(["Hello", "there", "Dr.", "e.g.", "3.5", "it", "ends.", "why?", "wow!", "Then",
                           "...", "I", "\n", "J.", "Smith", "U.S.", "ok", "\"yes.\"", "1.", "x", "so,", "1,000",
-                          "well;", "—", "note:", "is", "island", "And"])
+                          "well;", "—", "note:", "is", "island", "And", "in", "into", "of"])
 
 
 @settings(max_examples=200, deadline=None)
