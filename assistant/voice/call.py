@@ -40,7 +40,7 @@ from assistant.voice.latency import VoiceLatencyLog
 from assistant.voice.playback import AudioSink, FrameQueue, speak_deltas, until_played
 from assistant.voice.receiver import SpeechEvent
 from assistant.voice.smart_turn import SmartTurn, smart_turn_path
-from assistant.voice.turns import AnswerPolicy, Event
+from assistant.voice.turns import CHECKS, AnswerPolicy, Event
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +93,8 @@ class VoiceCall:
             end_turn=self._end_turn, turn_threshold=turn_model.threshold if turn_model else 0.5,
             pause_playback=self._pause_playback, resume_playback=self._resume_playback,
             judge_words=self._words_end_turn if turn_model and voice.text_turn_threshold > 0 else None,
-            words_threshold=voice.text_turn_threshold)
+            words_threshold=voice.text_turn_threshold, words_confident=voice.text_turn_confident,
+            confident_pause_s=voice.turn_check_ms * 2 ** (CHECKS - 1) / 1000)
         self.transcripts: list[tuple[int, str]] = []  # (user id, text) of every answered utterance
         self.frames: FrameQueue | None = None  # the answer being played (barge-in and close cut it)
         self._tasks: set[asyncio.Task[Any]] = set()

@@ -67,7 +67,7 @@ class _Attempt:
     speaking: asyncio.Task[None] | None = None  # synthesis (then playback) of this attempt's answer
     judging: asyncio.Task[None] | None = None  # the turn model's verdict on the pause (end_of_turn = "model")
     text: str = ""
-    words_finished: bool | None = None  # the chat model's reading of `text`, asked once (None: not yet)
+    words_asked: bool = False  # the chat model's reading of `text` (timing.text_probability) is asked once
 
 
 class VoiceDialog:
@@ -82,14 +82,17 @@ class VoiceDialog:
                  pause_playback: Callable[[], None] | None = None,
                  resume_playback: Callable[[], None] | None = None,
                  judge_words: Callable[[str], Awaitable[float | None]] | None = None,
-                 words_threshold: float = 0.0) -> None:
+                 words_threshold: float = 0.0, words_confident: float = 0.0, confident_pause_s: float = 0.8) -> None:
         """`judge_turn(audio) -> P(complete)` (Smart Turn) and `end_turn(user, speech_end)` (ends that
         speaker's utterance now, in the receiver) are given for `voice.end_of_turn = "model"`;
         `judge_words(text) -> P(finished message)` (the chat model, None: cannot tell) vetoes an
-        ending below `words_threshold` (`voice.text_turn_threshold`)."""
+        ending below `words_threshold` (`voice.text_turn_threshold`) and, from `words_confident`
+        up (`voice.text_turn_confident`), ends a turn that sounded unfinished once the silence
+        reaches `confident_pause_s` (the last turn check)."""
         self.recognize, self.answer, self.speak = recognize, answer, speak
         self.judge_turn, self.end_turn, self.turn_threshold = judge_turn, end_turn, turn_threshold
         self.judge_words, self.words_threshold = judge_words, words_threshold
+        self.words_confident, self.confident_pause_s = words_confident, confident_pause_s
         self.pause_playback, self.resume_playback = pause_playback, resume_playback
         self._held: _Hold | None = None  # playback paused by a voice that may be only a backchannel
         self.stop_playback, self.policy = stop_playback, policy
@@ -264,29 +267,44 @@ class VoiceDialog:
         except Exception:  # the silence timer (max_pause_ms) still ends the turn
             logger.exception("turn model failed")
             return
-        complete = (p > self.turn_threshold and not sounds_unfinished(attempt.text)
-                    and await self._words_finished(attempt))
+        complete = not sounds_unfinished(attempt.text) and await self._words_say_finished(
+            attempt, sounds_finished=p > self.turn_threshold, quiet=quiet)
         self.verdicts.append((p, attempt.text, complete))
         if complete and needs_longer_pause(attempt.text):
             await asyncio.sleep(max(0.0, SHORT_TURN_PAUSE_S - quiet - (self.clock() - asked)))
         if complete and self.end_turn is not None:
             self.end_turn(attempt.user_id, attempt.speech_end)
 
-    async def _words_finished(self, attempt: _Attempt) -> bool:
-        """Whether the words read as a finished message ("Which season comes" does not, whatever
-        the pitch did); asked once per transcript, and a failure or "cannot tell" trusts the audio."""
+    async def _words_say_finished(self, attempt: _Attempt, *, sounds_finished: bool, quiet: float) -> bool:
+        """The chat model's reading of the words, with what the audio said.
+
+        Sounds finished: the words must not read unfinished ("Which season comes" does, whatever
+        the pitch did). Sounds unfinished: words that read clearly finished (`words_confident`)
+        end the turn anyway at the last check (`confident_pause_s` of silence), not after
+        max_pause_ms: Smart Turn hears flat or accented voices' finished questions as unfinished
+        (half of the espeak-ng questions in the voice bench waited the full 1.6 s). Without a
+        reading (no judge, a failure, "cannot tell") the audio decides."""
+        q = await self._words_probability(attempt)
+        if q is None:
+            return sounds_finished
+        if sounds_finished:
+            return q >= self.words_threshold
+        return 0 < self.words_confident <= q and quiet >= self.confident_pause_s - 1e-9
+
+    async def _words_probability(self, attempt: _Attempt) -> float | None:
+        """P(the words are a finished message), asked once per transcript."""
         if self.judge_words is None or not attempt.text:
-            return True
-        if attempt.words_finished is None:
+            return None
+        if not attempt.words_asked:
+            attempt.words_asked = True
             try:
-                q = attempt.timing.text_probability = await self.judge_words(attempt.text)
+                attempt.timing.text_probability = await self.judge_words(attempt.text)
             except asyncio.CancelledError:
+                attempt.words_asked = False
                 raise
             except Exception:
                 logger.exception("the words' end-of-turn check failed")
-                q = None
-            attempt.words_finished = q is None or q >= self.words_threshold
-        return attempt.words_finished
+        return attempt.timing.text_probability
 
     def _first_audio(self, attempt: _Attempt) -> None:
         if attempt.timing.first_audio is None:

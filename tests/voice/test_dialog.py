@@ -192,6 +192,36 @@ async def test_words_the_chat_model_would_not_end_keep_the_turn_open(q: float | 
     assert rig.dialog.verdicts[-1] == (0.97, "Which season comes.", ends)
 
 
+@pytest.mark.parametrize(("q", "ends_at_last_check"), [(0.8, True), (0.3, False), (None, False)])
+async def test_words_that_read_clearly_finished_end_a_flat_sounding_turn_at_the_last_check(
+        q: float | None, ends_at_last_check: bool) -> None:
+    """Smart Turn hears many flat or accented finished questions as unfinished (p = 0.01-0.2);
+    words the chat model reads as surely finished end the turn at the last check (800 ms of
+    silence) instead of max_pause_ms; less sure words, or no reading, keep waiting."""
+    rig = Rig(transcripts={1600: "Could you please tell me what the capital city of France is?"})
+    ended: list[tuple[int, float]] = []
+    asked: list[str] = []
+
+    async def judge(audio: np.ndarray) -> float:
+        return 0.02
+
+    async def words(text: str) -> float | None:
+        asked.append(text)
+        return q
+
+    rig.dialog.judge_turn, rig.dialog.end_turn = judge, lambda user, end: ended.append((user, end))
+    rig.dialog.judge_words, rig.dialog.words_threshold, rig.dialog.words_confident = words, 0.005, 0.5
+    rig.dialog.confident_pause_s = 0.8
+    rig.event(Event.PAUSED)
+    for at in (1.2, 1.4):  # 200 and 400 ms of silence: the audio's doubt stands
+        rig.dialog.on_event(SpeechEvent(1, Event.CHECK, at, 0.0, 1.0, np.zeros(4800, np.float32)))
+        await settle()
+    assert ended == [] and len(asked) == 1
+    rig.dialog.on_event(SpeechEvent(1, Event.CHECK, 1.8, 0.0, 1.0, np.zeros(4800, np.float32)))
+    await settle()
+    assert ended == ([(1, 1.0)] if ends_at_last_check else []) and len(asked) == 1
+
+
 async def test_a_failing_words_check_trusts_the_audio() -> None:
     rig = Rig(transcripts={1600: "What is the capital of France?"})
     ended: list[tuple[int, float]] = []
