@@ -66,6 +66,7 @@ class _Attempt:
     go: asyncio.Event = field(default_factory=asyncio.Event)  # set at ENDED: playback may start
     speaking: asyncio.Task[None] | None = None  # synthesis (then playback) of this attempt's answer
     judging: asyncio.Task[None] | None = None  # the turn model's verdict on the pause (end_of_turn = "model")
+    next_check: tuple[np.ndarray, float] | None = None  # a check that came while a verdict was pending
     text: str = ""
     words_asked: bool = False  # the chat model's reading of `text` (timing.text_probability) is asked once
 
@@ -134,10 +135,12 @@ class VoiceDialog:
             self._speculative[event.user_id] = self._start(event, speculative=True)
         elif event.kind is Event.CHECK and event.audio is not None:
             attempt = self._speculative.get(event.user_id)
-            if (attempt is not None and abs(attempt.speech_end - event.speech_end) < 1e-6 and self.judge_turn
-                    and (attempt.judging is None or attempt.judging.done())):  # one verdict at a time
-                attempt.judging = asyncio.get_running_loop().create_task(
-                    self._judge(attempt, event.audio, quiet=event.at - event.speech_end))
+            if attempt is not None and abs(attempt.speech_end - event.speech_end) < 1e-6 and self.judge_turn:
+                check = (event.audio, event.at - event.speech_end)
+                if attempt.judging is None or attempt.judging.done():
+                    attempt.judging = asyncio.get_running_loop().create_task(self._judge(attempt, *check))
+                else:  # one verdict at a time; the latest check waits for it instead of being lost
+                    attempt.next_check = check
         elif event.kind is Event.RESUMED:
             self._discard(event.user_id)
         elif event.kind is Event.ENDED and event.audio is not None:
@@ -248,7 +251,15 @@ class VoiceDialog:
             attempt.decided.set()
             attempt.deltas.put_nowait(_END)
 
-    async def _judge(self, attempt: _Attempt, audio: np.ndarray, *, quiet: float) -> None:
+    async def _judge(self, attempt: _Attempt, audio: np.ndarray, quiet: float) -> None:
+        """Judge this check, then any check that came meanwhile (the last one, at the longest
+        silence, is the one `text_turn_confident` acts on: waiting for the transcript or the
+        words' reading must not lose it)."""
+        check: tuple[np.ndarray, float] | None = (audio, quiet)
+        while check is not None and not await self._judge_check(attempt, *check):
+            check, attempt.next_check = attempt.next_check, None
+
+    async def _judge_check(self, attempt: _Attempt, audio: np.ndarray, quiet: float) -> bool:
         """End the turn now if it sounds finished *and* the words do not trail off.
 
         The transcript is awaited (it is needed before answering anyway, so this costs no
@@ -256,7 +267,8 @@ class VoiceDialog:
         "What is the capital of" on a falling pitch; a dangling last word, or words the chat model
         would not end there ("Which season comes"), still mean "wait".
         A lone word or a backchannel waits until SHORT_TURN_PAUSE_S of silence (`quiet` is the
-        silence so far); speech going on meanwhile cancels this task (RESUMED)."""
+        silence so far); speech going on meanwhile cancels this task (RESUMED). True when judging
+        is over: the turn ended, or the turn model failed (then max_pause_ms ends it)."""
         assert self.judge_turn is not None
         asked = self.clock()
         try:
@@ -266,7 +278,7 @@ class VoiceDialog:
             raise
         except Exception:  # the silence timer (max_pause_ms) still ends the turn
             logger.exception("turn model failed")
-            return
+            return True
         complete = not sounds_unfinished(attempt.text) and await self._words_say_finished(
             attempt, sounds_finished=p > self.turn_threshold, quiet=quiet)
         self.verdicts.append((p, attempt.text, complete))
@@ -274,6 +286,7 @@ class VoiceDialog:
             await asyncio.sleep(max(0.0, SHORT_TURN_PAUSE_S - quiet - (self.clock() - asked)))
         if complete and self.end_turn is not None:
             self.end_turn(attempt.user_id, attempt.speech_end)
+        return complete
 
     async def _words_say_finished(self, attempt: _Attempt, *, sounds_finished: bool, quiet: float) -> bool:
         """The chat model's reading of the words, with what the audio said.

@@ -222,6 +222,34 @@ async def test_words_that_read_clearly_finished_end_a_flat_sounding_turn_at_the_
     assert ended == ([(1, 1.0)] if ends_at_last_check else []) and len(asked) == 1
 
 
+async def test_a_check_that_comes_while_the_words_are_read_is_not_lost() -> None:
+    """Under load the words' reading comes back after the 400 and 800 ms checks were due: the
+    latest check is judged once the reading is in, so the turn ends then, not at max_pause_ms."""
+    rig = Rig(transcripts={1600: "Could you please tell me what the capital city of France is?"})
+    ended: list[tuple[int, float]] = []
+    gate = asyncio.Event()
+
+    async def judge(audio: np.ndarray) -> float:
+        return 0.02
+
+    async def words(text: str) -> float | None:
+        await gate.wait()
+        return 0.8
+
+    rig.dialog.judge_turn, rig.dialog.end_turn = judge, lambda user, end: ended.append((user, end))
+    rig.dialog.judge_words, rig.dialog.words_threshold, rig.dialog.words_confident = words, 0.005, 0.5
+    rig.dialog.confident_pause_s = 0.8
+    rig.event(Event.PAUSED)
+    for at in (1.2, 1.4, 1.8):
+        rig.dialog.on_event(SpeechEvent(1, Event.CHECK, at, 0.0, 1.0, np.zeros(4800, np.float32)))
+        await settle()
+    assert ended == []
+    gate.set()
+    await settle()
+    assert ended == [(1, 1.0)]
+    assert [v[2] for v in rig.dialog.verdicts] == [False, True], "the 200 ms check, then the latest one"
+
+
 async def test_a_failing_words_check_trusts_the_audio() -> None:
     rig = Rig(transcripts={1600: "What is the capital of France?"})
     ended: list[tuple[int, float]] = []
