@@ -4,7 +4,7 @@ latency records. Engines are plain async functions here; the real ones are teste
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import numpy as np
 import pytest
@@ -165,28 +165,42 @@ async def test_the_turn_model_ends_a_turn_only_when_it_sounds_and_reads_finished
     assert rig.dialog.verdicts == [(p, text, ends)] and not rig.spoken, "nothing plays before ENDED"
 
 
+def words_rig(text: str, p: float, words: Callable[[str], Awaitable[float | None]]) -> tuple[Rig, list[tuple[int, float]]]:
+    """A turn of `text` that Smart Turn scores `p`, with the chat model's reading `words` on
+    (the defaults: veto below 0.005, confident from 0.5 at 800 ms of silence); and the turns it ends."""
+    rig = Rig(transcripts={1600: text})
+    ended: list[tuple[int, float]] = []
+
+    async def judge(audio: np.ndarray) -> float:
+        return p
+
+    rig.dialog.judge_turn, rig.dialog.end_turn = judge, lambda user, end: ended.append((user, end))
+    rig.dialog.judge_words, rig.dialog.words_threshold = words, 0.005
+    rig.dialog.words_confident, rig.dialog.confident_pause_s = 0.5, 0.8
+    rig.event(Event.PAUSED)
+    return rig, ended
+
+
+async def check(rig: Rig, *ats: float) -> None:
+    """Turn checks at these clock readings (the utterance ended at 1.0)."""
+    for at in ats:
+        rig.dialog.on_event(SpeechEvent(1, Event.CHECK, at, 0.0, 1.0, np.zeros(4800, np.float32)))
+        await settle()
+
+
 @pytest.mark.parametrize(("q", "ends"), [(0.9, True), (0.001, False), (None, True)])
 async def test_words_the_chat_model_would_not_end_keep_the_turn_open(q: float | None, ends: bool) -> None:
     """Smart Turn heard a finished sentence (p = 0.97) in "Which season comes." said on a falling
     pitch; the chat model gives those words almost no chance of ending there, so the turn waits.
     None (a backend that cannot tell) leaves the audio's verdict alone; asked once per transcript."""
-    rig = Rig(transcripts={1600: "Which season comes."})
-    ended: list[tuple[int, float]] = []
     asked: list[str] = []
-
-    async def judge(audio: np.ndarray) -> float:
-        return 0.97
 
     async def words(text: str) -> float | None:
         asked.append(text)
         return q
 
-    rig.dialog.judge_turn, rig.dialog.end_turn = judge, lambda user, end: ended.append((user, end))
-    rig.dialog.judge_words, rig.dialog.words_threshold = words, 0.005
-    rig.event(Event.PAUSED)
-    for at in (1.2, 1.4):  # the second check (400 ms) reuses the first reading of the same words
-        rig.dialog.on_event(SpeechEvent(1, Event.CHECK, at, 0.0, 1.0, np.zeros(4800, np.float32)))
-        await settle()
+    rig, ended = words_rig("Which season comes.", 0.97, words)
+    await check(rig, 1.2, 1.4)  # the second check (400 ms) reuses the first reading of the same words
     assert asked == ["Which season comes."]
     assert set(ended) == ({(1, 1.0)} if ends else set())  # (the rig's receiver does not end it: asked again)
     assert rig.dialog.verdicts[-1] == (0.97, "Which season comes.", ends)
@@ -198,51 +212,30 @@ async def test_words_that_read_clearly_finished_end_a_flat_sounding_turn_at_the_
     """Smart Turn hears many flat or accented finished questions as unfinished (p = 0.01-0.2);
     words the chat model reads as surely finished end the turn at the last check (800 ms of
     silence) instead of max_pause_ms; less sure words, or no reading, keep waiting."""
-    rig = Rig(transcripts={1600: "Could you please tell me what the capital city of France is?"})
-    ended: list[tuple[int, float]] = []
     asked: list[str] = []
-
-    async def judge(audio: np.ndarray) -> float:
-        return 0.02
 
     async def words(text: str) -> float | None:
         asked.append(text)
         return q
 
-    rig.dialog.judge_turn, rig.dialog.end_turn = judge, lambda user, end: ended.append((user, end))
-    rig.dialog.judge_words, rig.dialog.words_threshold, rig.dialog.words_confident = words, 0.005, 0.5
-    rig.dialog.confident_pause_s = 0.8
-    rig.event(Event.PAUSED)
-    for at in (1.2, 1.4):  # 200 and 400 ms of silence: the audio's doubt stands
-        rig.dialog.on_event(SpeechEvent(1, Event.CHECK, at, 0.0, 1.0, np.zeros(4800, np.float32)))
-        await settle()
+    rig, ended = words_rig("Could you please tell me what the capital city of France is?", 0.02, words)
+    await check(rig, 1.2, 1.4)  # 200 and 400 ms of silence: the audio's doubt stands
     assert ended == [] and len(asked) == 1
-    rig.dialog.on_event(SpeechEvent(1, Event.CHECK, 1.8, 0.0, 1.0, np.zeros(4800, np.float32)))
-    await settle()
+    await check(rig, 1.8)
     assert ended == ([(1, 1.0)] if ends_at_last_check else []) and len(asked) == 1
 
 
 async def test_a_check_that_comes_while_the_words_are_read_is_not_lost() -> None:
     """Under load the words' reading comes back after the 400 and 800 ms checks were due: the
     latest check is judged once the reading is in, so the turn ends then, not at max_pause_ms."""
-    rig = Rig(transcripts={1600: "Could you please tell me what the capital city of France is?"})
-    ended: list[tuple[int, float]] = []
     gate = asyncio.Event()
-
-    async def judge(audio: np.ndarray) -> float:
-        return 0.02
 
     async def words(text: str) -> float | None:
         await gate.wait()
         return 0.8
 
-    rig.dialog.judge_turn, rig.dialog.end_turn = judge, lambda user, end: ended.append((user, end))
-    rig.dialog.judge_words, rig.dialog.words_threshold, rig.dialog.words_confident = words, 0.005, 0.5
-    rig.dialog.confident_pause_s = 0.8
-    rig.event(Event.PAUSED)
-    for at in (1.2, 1.4, 1.8):
-        rig.dialog.on_event(SpeechEvent(1, Event.CHECK, at, 0.0, 1.0, np.zeros(4800, np.float32)))
-        await settle()
+    rig, ended = words_rig("Could you please tell me what the capital city of France is?", 0.02, words)
+    await check(rig, 1.2, 1.4, 1.8)
     assert ended == []
     gate.set()
     await settle()
@@ -251,20 +244,11 @@ async def test_a_check_that_comes_while_the_words_are_read_is_not_lost() -> None
 
 
 async def test_a_failing_words_check_trusts_the_audio() -> None:
-    rig = Rig(transcripts={1600: "What is the capital of France?"})
-    ended: list[tuple[int, float]] = []
-
-    async def judge(audio: np.ndarray) -> float:
-        return 0.97
-
     async def words(text: str) -> float | None:
         raise RuntimeError("engine busy")
 
-    rig.dialog.judge_turn, rig.dialog.end_turn = judge, lambda user, end: ended.append((user, end))
-    rig.dialog.judge_words, rig.dialog.words_threshold = words, 0.005
-    rig.event(Event.PAUSED)
-    rig.dialog.on_event(SpeechEvent(1, Event.CHECK, 1.2, 0.0, 1.0, np.zeros(4800, np.float32)))
-    await settle()
+    rig, ended = words_rig("What is the capital of France?", 0.97, words)
+    await check(rig, 1.2)
     assert ended == [(1, 1.0)]
 
 
