@@ -66,8 +66,7 @@ class _Request:
     cancelled: bool = False
     cached_tokens: int = 0
     slot: _Slot | None = None  # set at admission; its model is the base or the merged copy
-    probe: bool = False  # asks one probability (end_of_turn_probability), generates nothing
-    probed: bool = False
+    probe: bool = False  # asks one probability (end_of_turn_probability) at admission, generates nothing
 
     @property
     def placed(self) -> _Slot:
@@ -388,7 +387,6 @@ class LlamaCppEngine(WorkerEngine[_Request]):
 
     def _take(self, req: _Request, index: int) -> None:
         if req.probe:
-            req.probed = True
             req.deliver("delta", probability_of(req.placed.model.logits(index), self._sentence_enders()))
             return
         token = choose_token(req.placed.model.logits(index), req.generated, req.options, req.rng)
@@ -408,14 +406,14 @@ class LlamaCppEngine(WorkerEngine[_Request]):
         """Finish requests that hit a stop condition; their sequences keep their KV for reuse."""
         for req in list(self._running):
             slot = req.placed
-            done = (req.probed or self.model.is_eog(req.next_token) or len(req.generated) >= req.options.max_new_tokens
+            done = (req.probe or self.model.is_eog(req.next_token) or len(req.generated) >= req.options.max_new_tokens
                     or len(slot.tokens) + 1 >= slot.model.ctx_per_seq)
             if not (req.cancelled or done):
                 continue
             self._release(req)
-            if req.cancelled or req.probed:
-                if req.probed:
-                    req.deliver("done", None)
+            if req.probe:  # its value went out at admission, the only step a probe takes
+                req.deliver("done", None)
+            if req.cancelled or req.probe:
                 continue
             now = time.perf_counter()
             self.stats.append(GenerationStats(

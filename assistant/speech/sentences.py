@@ -129,14 +129,15 @@ class SentenceSplitter:
             if self.first_clause_words and not self._emitted and ch in CLAUSE_BREAKS + " ":
                 if i + 1 == len(buf):
                     break  # "1," may become "1,000"; the next word is unknown
-                if len(buf[:i].split()) >= self.first_clause_words:
+                said = len(buf[:i].split())  # words of the piece so far
+                if said >= self.first_clause_words:
                     if ch != " " and buf[i + 1].isspace():
                         return i + 1
                     word = _WORD_AT.match(buf, i + 1) if ch == " " else None
                     if word is not None and word.end() == len(buf):
                         break  # "is" may become "island"
-                    if word is not None and (word.group().lower() in PHRASE_STARTERS or (
-                            word.group().lower() in PREPOSITIONS and len(buf[:i].split()) > self.first_clause_words)):
+                    following = word.group().lower() if word is not None else ""
+                    if following in PHRASE_STARTERS or (following in PREPOSITIONS and said > self.first_clause_words):
                         return i
             if ch not in TERMINALS:
                 i += 1
