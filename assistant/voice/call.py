@@ -92,7 +92,8 @@ class VoiceCall:
             judge_turn=turn_model.probability_async if turn_model else None,
             end_turn=self._end_turn, turn_threshold=turn_model.threshold if turn_model else 0.5,
             pause_playback=self._pause_playback, resume_playback=self._resume_playback,
-            judge_words=self._words_end_turn if turn_model and voice.text_turn_threshold > 0 else None,
+            judge_words=self._words_end_turn if turn_model and (voice.text_turn_threshold > 0
+                                                                 or voice.text_turn_confident > 0) else None,
             words_threshold=voice.text_turn_threshold, words_confident=voice.text_turn_confident,
             confident_pause_s=voice.turn_check_ms * 2 ** (CHECKS - 1) / 1000)
         self.transcripts: list[tuple[int, str]] = []  # (user id, text) of every answered utterance
