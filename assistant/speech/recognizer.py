@@ -14,9 +14,12 @@ Four things matter for speed and correctness on a shared model:
   the model without flash attention: that path reads exactly `audio_ctx` frames, written by
   this call.
 - whisper.cpp reseeds the random generators of its extra decoders on every call but never the
-  first one's, so a decode sampled at a temperature above 0 (the fallback) depends on all the
-  sampling done before. The shared model only decodes at temperature 0; a decode that fails the
-  checks is sampled again on a model loaded for that clip (rare on speech: the VAD removes noise).
+  first one's, so anything that samples depends on all the sampling done before on that model:
+  the fallback at a temperature above 0, and also beam search, whose candidates whisper.cpp
+  draws from the token distribution even at temperature 0 (`whisper_sample_token_topk`; the
+  same clip gave four different texts in four calls). The shared model only decodes greedily
+  at temperature 0. Beam search and the fallback run on a model never used before (`_Spares`:
+  one is loaded in the background ahead of need), so they start from the seed every time.
 - pywhispercpp keeps any parameter passed to one `transcribe` call for all later calls. So
   every call passes the full parameter set (`decoding.whisper_params`), and calls are
   serialised with a lock: the model and its parameters are one shared, mutable object.
@@ -31,7 +34,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
@@ -156,6 +159,7 @@ class WhisperCppRecognizer:
         self._lock = threading.Lock()
         started = time.perf_counter()
         self._model = self._load()
+        self._spares = _Spares(self._load, ready=self.options.beam_size > 1)
         self.multilingual = bool(pw.whisper_is_multilingual(getattr(self._model, "_ctx")))
         self._check_language(self.language)
         logger.info("Loaded whisper model %s in %.2f s (%s, %d threads)", model_path, time.perf_counter() - started,
@@ -201,14 +205,14 @@ class WhisperCppRecognizer:
         audio_ctx = audio_ctx_for(seconds, margin=options.audio_ctx_margin)
         max_tokens = max_tokens_for(seconds) if audio_ctx else 0
         started = time.perf_counter()
-        decode = self._decode(self._model, audio, options, lang, audio_ctx, max_tokens, 0.0)
+        # Beam search samples its candidates: on the shared model it would depend on earlier clips.
+        model = self._spares.take() if options.beam_size > 1 else self._model
+        decode = self._decode(model, audio, options, lang, audio_ctx, max_tokens, 0.0)
         retried = False
         if decode.segments and _failed(decode, options) and options.temperature_increment > 0:
-            # Sampling at a higher temperature, as the references do, on a model loaded for this
-            # clip: whisper.cpp never reseeds its first decoder's random generator, so sampling on
-            # the shared model would depend on every clip sampled before.
+            # Sampling at a higher temperature, as the references do, on an unused model (see above).
             retried = True
-            again = self._decode(self._load(), audio, options, lang, audio_ctx, max_tokens,
+            again = self._decode(self._spares.take(), audio, options, lang, audio_ctx, max_tokens,
                                  options.temperature_increment)
             if not _failed(again, options) or again.avg_logprob > decode.avg_logprob:
                 decode = again
@@ -247,6 +251,48 @@ class WhisperCppRecognizer:
                                options: RecognitionOptions | None = None) -> Transcript:
         """The same, off the event loop (the lock serialises concurrent requests)."""
         return await asyncio.to_thread(self.transcribe, audio, language=language, options=options)
+
+
+class _Spares:
+    """Models that have never decoded anything, for the calls that sample (see the module docstring).
+
+    Loading one takes ~90 ms (tiny.en) to ~120 ms (base) on 2 cores, with the GIL released, so
+    the next one loads on a background thread as soon as one is taken: a voice message decoded
+    with beam search does not wait for it. One spare at a time: the calls are serialised anyway.
+    """
+
+    def __init__(self, load: Callable[[], Any], *, ready: bool) -> None:
+        self._load = load
+        self._lock = threading.Lock()
+        self._loading: threading.Thread | None = None
+        self._spare: Any = None
+        self._error: BaseException | None = None
+        if ready:
+            self._refill()
+
+    def _refill(self) -> None:
+        def run() -> None:
+            try:
+                self._spare = self._load()
+            except BaseException as exc:  # reported to the call that takes it
+                self._error = exc
+        self._loading = threading.Thread(target=run, name="whisper-spare", daemon=True)
+        self._loading.start()
+
+    def take(self) -> Any:
+        """An unused model: the spare (waiting for it if it is still loading) or one loaded now."""
+        with self._lock:
+            if self._loading is not None:
+                self._loading.join()
+                self._loading = None
+            model, error = self._spare, self._error
+            self._spare = self._error = None
+            if model is None and error is None:
+                model = self._load()
+            self._refill()
+        if error is not None:
+            raise error
+        return model
 
 
 def _failed(decode: _Decode, options: RecognitionOptions) -> bool:

@@ -9,8 +9,8 @@ import pytest
 
 from assistant.errors import NoSpeechError
 from assistant.speech.decoding import RecognitionOptions
-from assistant.speech.recognizer import (AUDIO_CTX_MIN, WhisperCppRecognizer, audio_ctx_for, clean_segments,
-                                         max_tokens_for, remove_repeats, whisper_params)
+from assistant.speech.recognizer import (AUDIO_CTX_MIN, WhisperCppRecognizer, _Spares, audio_ctx_for,
+                                         clean_segments, max_tokens_for, remove_repeats, whisper_params)
 from assistant.speech.service import SpeechService
 from assistant.speech.wer import word_errors
 
@@ -23,6 +23,27 @@ def test_audio_ctx_covers_the_clip_with_margin() -> None:
     assert audio_ctx_for(3.0, margin=-1) == 0  # speech.audio_ctx_margin = -1: always the full window
     for seconds in (0.5, 2.4, 7.7, 17.3):
         assert audio_ctx_for(seconds) >= seconds * 50
+
+
+def test_spare_models_are_never_handed_out_twice_and_load_ahead() -> None:
+    loaded: list[object] = []
+
+    def load() -> object:
+        loaded.append(object())
+        return loaded[-1]
+
+    spares = _Spares(load, ready=True)
+    first, second, third = spares.take(), spares.take(), spares.take()
+    assert len({id(first), id(second), id(third)}) == 3 and loaded[:3] == [first, second, third]
+
+    def broken() -> object:
+        raise OSError("disk gone")
+
+    failing = _Spares(broken, ready=False)
+    with pytest.raises(OSError, match="disk gone"):
+        failing.take()
+    with pytest.raises(OSError, match="disk gone"):  # the background failure reaches the next caller
+        failing.take()
 
 
 def test_repeats_from_a_tight_window_are_removed() -> None:
