@@ -111,6 +111,30 @@ async def test_eight_concurrent_requests_equal_their_serial_answers(engine) -> N
     assert max(s.queued_s for s in batch) < min(s.total_s for s in batch)
 
 
+def test_rows_out_of_sequence_order_read_their_own_logits(models_dir: Path) -> None:
+    """The batch is laid out in sequence order (llama.cpp splits an unordered one into several
+    computations); each row must still get its own logits back."""
+    import numpy as np
+
+    from assistant.llm.gguf_runtime import GgufModel
+
+    model = GgufModel(small_gguf(models_dir), n_seq=3, ctx_per_seq=256, threads=2)
+    prompts = [model.tokenize(text) for text in ("The capital of France is", "One, two,", "Roses are")]
+
+    def step(order: list[int]) -> list[int]:
+        for seq in range(3):
+            model.forget(seq)
+        indices = model.decode([(seq, prompts[seq], 0, True) for seq in order])
+        return [int(np.argmax(model.logits(i))) for i in indices]
+
+    try:
+        in_order = step([0, 1, 2])
+        assert len(set(in_order)) == 3  # three different next tokens, so a mix-up would show
+        assert step([2, 0, 1]) == [in_order[2], in_order[0], in_order[1]]
+    finally:
+        model.close()
+
+
 async def test_requests_joining_mid_generation_still_match(engine) -> None:  # type: ignore[no-untyped-def]
     options = GenerationOptions(max_new_tokens=16)
     alone = [await engine.complete(ask(q), options) for q in QUESTIONS[:3]]

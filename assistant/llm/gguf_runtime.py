@@ -84,7 +84,7 @@ class GgufModel:
     """One loaded GGUF model and one multi-sequence context over it."""
 
     def __init__(self, path: Path, *, n_seq: int, ctx_per_seq: int, threads: int, gpu: bool = False,
-                 n_batch: int = 512) -> None:
+                 n_batch: int = 512, unified_kv: bool = False) -> None:
         import llama_cpp
 
         self._ll = llama_cpp
@@ -109,7 +109,8 @@ class GgufModel:
         cparams.n_ctx = n_seq * min(ctx_per_seq, self.n_ctx_train)
         cparams.n_batch = cparams.n_ubatch = n_batch
         cparams.n_threads = cparams.n_threads_batch = threads
-        cparams.kv_unified = False  # one KV stream per sequence: attention never reads the others
+        # One KV stream per sequence: attention never reads the others (`unified_kv`: for bench/ only).
+        cparams.kv_unified = unified_kv
         cparams.no_perf = True
         self.ctx = llama_cpp.llama_init_from_model(self.model, cparams)
         if not self.ctx:
@@ -174,10 +175,17 @@ class GgufModel:
 
     def decode(self, rows: list[tuple[int, list[int], int, bool]]) -> list[int]:
         """Feed tokens: each row is (sequence, tokens, position of the first, logits for the last?).
-        Returns, per row that asked, the batch index its logits are read from."""
+        Returns, per row that asked (in the order given), the batch index its logits are read from.
+
+        The rows go into the batch in sequence order: with one KV stream per sequence, llama.cpp
+        cuts a batch whose sequences are out of order into several smaller computations. Eight
+        requests admitted in least-recently-used order ([1..7, 0]) took 83 ms a step instead of
+        60 (SmolLM2-135M, 2 cores); shuffled, 131 ms.
+        """
         batch = self._batch
-        n, wanted = 0, []
-        for seq, tokens, start, last_logits in rows:
+        n, placed = 0, {}
+        for i in sorted(range(len(rows)), key=lambda i: rows[i][0]):
+            seq, tokens, start, last_logits = rows[i]
             for j, token in enumerate(tokens):
                 batch.token[n] = token
                 batch.pos[n] = start + j
@@ -186,13 +194,13 @@ class GgufModel:
                 batch.logits[n] = 1 if last_logits and j == len(tokens) - 1 else 0
                 n += 1
             if last_logits:
-                wanted.append(n - 1)
+                placed[i] = n - 1
         batch.n_tokens = n
         status = self._ll.llama_decode(self.ctx, batch)
         if status != 0:
             raise GenerationError(f"llama.cpp could not decode the batch (status {status}); "
                                   "the context may be full: shorten the conversation.")
-        return wanted
+        return [placed[i] for i in sorted(placed)]
 
     def logits(self, index: int) -> npt.NDArray[np.float32]:
         """The logits of batch row `index` (a view valid until the next decode)."""

@@ -1,0 +1,98 @@
+"""How much can batching buy on this CPU? llama.cpp's own decode step at 1, 4 and 8 sequences.
+
+    .venv/bin/python bench/bench_batch_ceiling.py [--models smollm2-135m-instruct ...]
+
+Writes bench/results/batch_ceiling.md. Issue 14 asks the llama.cpp engine for an 8-request
+aggregate of at least 3x its own serial speed. This measures the most any engine built on
+llama.cpp can get here: the context our engine makes (`GgufModel`, the same parameters), each
+sequence prefilled with a 40-token prompt, then `llama_decode` timed alone for one new token in
+each of n sequences, with no sampling, no Python around it. Ceiling(n) = n x t(1) / t(n): the
+aggregate speed-up if everything but the forward pass were free. Our engine's figure in
+`llamacpp.md` is then read against it. Each model runs in its own process; the KV layout our
+engine uses (one stream per sequence) and llama.cpp's unified cache are both measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import write_results  # noqa: E402
+
+PROMPT_TOKENS = 40
+STEPS = 64
+SIZES = (1, 4, 8)
+CTX_PER_SEQ = 2304  # what LlamaCppEngine makes for model.context_tokens = 2048 (rounded up to 256)
+
+
+def measure(name: str, models_dir: Path, threads: int, unified: bool) -> dict[str, float]:
+    """Median seconds of one decode step with n sequences, for each n in SIZES.
+
+    The sizes take turns step by step (each on its own sequences), so a slow spell of this
+    shared machine slows all of them alike instead of one block of steps.
+    """
+    from assistant.llm import gguf_runtime
+    from assistant.llm.catalog import gguf_path
+
+    gguf_runtime.set_thread_wait("passive")  # as the engine bench runs both llama.cpp rows
+    model = gguf_runtime.GgufModel(gguf_path(name, models_dir), n_seq=sum(SIZES), ctx_per_seq=CTX_PER_SEQ,
+                                   threads=threads, unified_kv=unified)
+    prompt = model.tokenize("The history of the city begins in the ninth century, when traders from the "
+                            "north built a small fort beside the river and the first market opened " * 2)
+    prompt = prompt[:PROMPT_TOKENS]
+    groups, first = {}, 0
+    for n in SIZES:
+        groups[n] = list(range(first, first + n))
+        first += n
+        model.decode([(seq, prompt, 0, False) for seq in groups[n]])
+    times: dict[int, list[float]] = {n: [] for n in SIZES}
+    for step in range(STEPS):
+        for n, seqs in groups.items():
+            started = time.perf_counter()
+            model.decode([(seq, [prompt[-1]], PROMPT_TOKENS + step, True) for seq in seqs])
+            times[n].append(time.perf_counter() - started)
+    return {str(n): statistics.median(t[4:]) for n, t in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--models", nargs="+", default=["smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct",
+                                                        "qwen2.5-coder-1.5b-instruct"])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--models-dir", type=Path, default=Path("models").resolve())
+    parser.add_argument("--one", nargs=2, metavar=("MODEL", "LAYOUT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        name, layout = args.one
+        print("RESULT " + json.dumps(measure(name, args.models_dir, args.threads, layout == "unified")))
+        return
+    lines = [f"One `llama_decode` of one new token in each of n sequences (40-token prompts, median of "
+             f"{STEPS - 4} steps after 4 warm-up steps, the sizes taking turns), {args.threads} threads, OpenMP "
+             f"wait passive, the context `LlamaCppEngine` makes ({CTX_PER_SEQ} tokens per sequence). Ceiling(n) = n x t(1) / t(n): the aggregate speed-up "
+             "batching could give if sampling and everything else around the forward pass were free.", "",
+             "| model | KV layout | step ms, n=1 | n=4 | n=8 | ceiling at 4 | ceiling at 8 |",
+             "|---|---|---|---|---|---|---|"]
+    for model in args.models:
+        for layout in ("per-sequence (ours)", "unified"):
+            proc = subprocess.run([sys.executable, __file__, "--one", model, layout.split()[0],
+                                   "--threads", str(args.threads), "--models-dir", str(args.models_dir)],
+                                  capture_output=True, text=True)
+            found = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+            if proc.returncode != 0 or not found:
+                lines.append(f"| {model} | {layout} | failed: {proc.stderr.strip().splitlines()[-1:]} |")
+                continue
+            t = json.loads(found[0][7:])
+            lines.append(f"| {model} | {layout} | {t['1'] * 1000:.1f} | {t['4'] * 1000:.1f} | {t['8'] * 1000:.1f} | "
+                         f"{4 * t['1'] / t['4']:.2f} | {8 * t['1'] / t['8']:.2f} |")
+    print(write_results("batch_ceiling", "Batch ceiling of llama.cpp on this CPU", lines).read_text())
+
+
+if __name__ == "__main__":
+    main()
