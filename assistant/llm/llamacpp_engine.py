@@ -38,15 +38,14 @@ from assistant.errors import AdapterError, GenerationError
 from assistant.llm.base import ACTIVE_ADAPTER, GenerationOptions, GenerationStats, Message
 from assistant.llm.gguf_runtime import GgufModel, set_thread_wait
 from assistant.llm.merged_lane import Lanes, MergedLane
-from assistant.llm.prefix import common_prefix
 from assistant.llm.sampling import choose_token
+from assistant.llm.sequence_slots import Slot, pick_slot
 from assistant.llm.turn_probe import normalise, open_user_turn, probability_of, sentence_enders
 from assistant.llm.worker import Deliver, WorkerEngine
 
 logger = logging.getLogger(__name__)
 
 _PROBE = GenerationOptions(max_new_tokens=1, adapter=None)
-MIN_REUSE = 16  # a shorter common prefix (the system prompt alone) does not justify evicting a conversation
 
 
 @dataclass(eq=False)
@@ -65,27 +64,14 @@ class _Request:
     first_token: float = 0.0
     cancelled: bool = False
     cached_tokens: int = 0
-    slot: _Slot | None = None  # set at admission; its model is the base or the merged copy
+    slot: Slot | None = None  # set at admission; its model is the base or the merged copy
     probe: bool = False  # asks one probability (end_of_turn_probability) at admission, generates nothing
 
     @property
-    def placed(self) -> _Slot:
+    def placed(self) -> Slot:
         """The sequence a running request decodes in."""
         assert self.slot is not None, "only admitted requests run"
         return self.slot
-
-
-@dataclass(eq=False)
-class _Slot:
-    """One llama.cpp sequence of one model's context: the tokens whose KV it holds and the adapter
-    they were computed with."""
-
-    seq: int
-    model: GgufModel
-    tokens: list[int] = field(default_factory=list)
-    adapter: Any = None
-    used: float = 0.0
-    busy: bool = False
 
 
 class LlamaCppEngine(WorkerEngine[_Request]):
@@ -113,7 +99,7 @@ class LlamaCppEngine(WorkerEngine[_Request]):
         self.model = GgufModel(path, n_seq=max_batch_size, ctx_per_seq=-(-(context_tokens + 1) // 256) * 256,
                                threads=self._threads, gpu=gpu)
         self.load_seconds = time.perf_counter() - start
-        self._slots = [_Slot(seq, self.model) for seq in range(max_batch_size)]
+        self._slots = [Slot(seq, self.model) for seq in range(max_batch_size)]
         self._running: list[_Request] = []
         self._thread = threading.Thread(target=self._run, name="llamacpp-engine", daemon=True)
         self._thread.start()
@@ -237,7 +223,7 @@ class LlamaCppEngine(WorkerEngine[_Request]):
             return False
         self._lanes.replace(lane)
         if lane is not None:
-            self._slots.extend(_Slot(seq, lane.model) for seq in range(lane.model.n_seq))
+            self._slots.extend(Slot(seq, lane.model) for seq in range(lane.model.n_seq))
         self._close_idle_lanes()
         return True
 
@@ -325,21 +311,6 @@ class LlamaCppEngine(WorkerEngine[_Request]):
                 req.deliver("error", exc if isinstance(exc, GenerationError)
                             else GenerationError(f"Generation failed: {exc}"))
 
-    def _pick_slot(self, req: _Request, model: GgufModel) -> tuple[_Slot, int]:
-        """The free sequence of `model` holding the longest prefix of this prompt (computed with
-        the same adapter), else the least recently used free one; and how many prompt tokens it covers."""
-        free = [slot for slot in self._slots if not slot.busy and slot.model is model]
-        best, reuse = None, 0
-        if self.prefix_reuse:
-            for slot in free:
-                if slot.adapter is req.adapter and slot.tokens:
-                    n = min(common_prefix(slot.tokens, req.prompt), len(req.prompt) - 1)
-                    if n > reuse and n * 2 >= len(slot.tokens):  # never gut a conversation for its opening
-                        best, reuse = slot, n
-        if best is None or reuse < MIN_REUSE:
-            return min(free, key=lambda slot: slot.used), 0
-        return best, reuse
-
     def _admit(self, req: _Request, model: GgufModel) -> None:
         """Prefill what the chosen sequence does not already hold, and take the first token."""
         limit = self.model.ctx_per_seq - 1
@@ -347,7 +318,7 @@ class LlamaCppEngine(WorkerEngine[_Request]):
             raise GenerationError(f"The prompt is {len(req.prompt)} tokens; this model takes at most {limit} "
                                   "here (model.context_tokens). Shorten it.")
         req.started = time.perf_counter()
-        slot, reuse = self._pick_slot(req, model)
+        slot, reuse = pick_slot(self._slots, model, req.prompt, req.adapter, prefix_reuse=self.prefix_reuse)
         if not model.forget(slot.seq, reuse):
             model.forget(slot.seq)
             reuse = 0

@@ -204,18 +204,21 @@ class WhisperCppRecognizer:
         lang = self._language_for(language or options.language)
         audio_ctx = audio_ctx_for(seconds, margin=options.audio_ctx_margin)
         max_tokens = max_tokens_for(seconds) if audio_ctx else 0
-        started = time.perf_counter()
-        # Beam search samples its candidates: on the shared model it would depend on earlier clips.
-        model = self._spares.take() if options.beam_size > 1 else self._model
-        decode = self._decode(model, audio, options, lang, audio_ctx, max_tokens, 0.0)
-        retried = False
-        if decode.segments and _failed(decode, options) and options.temperature_increment > 0:
-            # Sampling at a higher temperature, as the references do, on an unused model (see above).
-            retried = True
-            again = self._decode(self._spares.take(), audio, options, lang, audio_ctx, max_tokens,
-                                 options.temperature_increment)
-            if not _failed(again, options) or again.avg_logprob > decode.avg_logprob:
-                decode = again
+        started, retried = time.perf_counter(), False
+        try:
+            # Beam search samples its candidates: on the shared model it would depend on earlier clips.
+            model = self._spares.take() if options.beam_size > 1 else self._model
+            decode = self._decode(model, audio, options, lang, audio_ctx, max_tokens, 0.0)
+            if decode.segments and _failed(decode, options) and options.temperature_increment > 0:
+                # Sampling at a higher temperature, as the references do, on an unused model (see above).
+                retried = True
+                again = self._decode(self._spares.take(), audio, options, lang, audio_ctx, max_tokens,
+                                     options.temperature_increment)
+                if not _failed(again, options) or again.avg_logprob > decode.avg_logprob:
+                    decode = again
+        finally:
+            if options.beam_size > 1 or retried:  # after the decode, not beside it: both want the cores
+                self._spares.refill()
         elapsed = time.perf_counter() - started
         segments = _without_repeats(decode.segments)
         if not segments:
@@ -257,7 +260,7 @@ class _Spares:
     """Models that have never decoded anything, for the calls that sample (see the module docstring).
 
     Loading one takes ~90 ms (tiny.en) to ~120 ms (base) on 2 cores, with the GIL released, so
-    the next one loads on a background thread as soon as one is taken: a voice message decoded
+    the next one loads on a background thread once a call has used one: a voice message decoded
     with beam search does not wait for it. One spare at a time: the calls are serialised anyway.
     """
 
@@ -268,16 +271,21 @@ class _Spares:
         self._spare: Any = None
         self._error: BaseException | None = None
         if ready:
-            self._refill()
+            self.refill()
 
-    def _refill(self) -> None:
-        def run() -> None:
-            try:
-                self._spare = self._load()
-            except BaseException as exc:  # reported to the call that takes it
-                self._error = exc
-        self._loading = threading.Thread(target=run, name="whisper-spare", daemon=True)
-        self._loading.start()
+    def refill(self) -> None:
+        """Start loading the next spare unless one is there or on its way."""
+        with self._lock:
+            if self._loading is not None or self._spare is not None:
+                return
+
+            def run() -> None:
+                try:
+                    self._spare = self._load()
+                except BaseException as exc:  # reported to the call that takes it
+                    self._error = exc
+            self._loading = threading.Thread(target=run, name="whisper-spare", daemon=True)
+            self._loading.start()
 
     def take(self) -> Any:
         """An unused model: the spare (waiting for it if it is still loading) or one loaded now."""
@@ -287,12 +295,9 @@ class _Spares:
                 self._loading = None
             model, error = self._spare, self._error
             self._spare = self._error = None
-            if model is None and error is None:
-                model = self._load()
-            self._refill()
         if error is not None:
             raise error
-        return model
+        return model if model is not None else self._load()
 
 
 def _failed(decode: _Decode, options: RecognitionOptions) -> bool:

@@ -33,8 +33,12 @@ def test_spare_models_are_never_handed_out_twice_and_load_ahead() -> None:
         return loaded[-1]
 
     spares = _Spares(load, ready=True)
-    first, second, third = spares.take(), spares.take(), spares.take()
-    assert len({id(first), id(second), id(third)}) == 3 and loaded[:3] == [first, second, third]
+    first = spares.take()  # the one loaded ahead
+    spares.refill()
+    spares.refill()  # one spare at a time
+    second = spares.take()
+    third = spares.take()  # none ready: loaded on the spot
+    assert len({id(first), id(second), id(third)}) == 3 and loaded == [first, second, third]
 
     def broken() -> object:
         raise OSError("disk gone")
@@ -42,6 +46,7 @@ def test_spare_models_are_never_handed_out_twice_and_load_ahead() -> None:
     failing = _Spares(broken, ready=False)
     with pytest.raises(OSError, match="disk gone"):
         failing.take()
+    failing.refill()
     with pytest.raises(OSError, match="disk gone"):  # the background failure reaches the next caller
         failing.take()
 

@@ -1,0 +1,50 @@
+"""Which sequence a request takes in the llama.cpp engine: prefix first, then keeping busy ones together."""
+
+from __future__ import annotations
+
+from assistant.llm.sequence_slots import MIN_REUSE, Slot, pick_slot, runs_added
+
+MODEL, OTHER = object(), object()
+CONVERSATION = list(range(100, 160))
+
+
+def slots(busy: set[int], used: dict[int, float] | None = None, n: int = 8) -> list[Slot]:
+    return [Slot(seq, MODEL, busy=seq in busy, used=(used or {}).get(seq, 0.0)) for seq in range(n)]
+
+
+def test_runs_added_counts_runs_of_consecutive_busy_sequences() -> None:
+    assert runs_added(set(), 5) == 0
+    assert runs_added({0}, 1) == 0 and runs_added({0}, 5) == 1
+    assert runs_added({3, 5}, 4) == -1
+
+
+def test_a_request_that_reuses_nothing_sits_beside_the_busy_sequences() -> None:
+    # sequence 5 is the least recently used, but taking it would split the batch in two
+    pool = slots({0, 1}, used={2: 9.0, 5: 1.0, 6: 2.0})
+    slot, reuse = pick_slot(pool, MODEL, [1, 2, 3], None, prefix_reuse=True)
+    assert (slot.seq, reuse) == (2, 0)
+    # a gap between two busy runs is filled first
+    slot, _ = pick_slot(slots({0, 1, 3}, used={2: 9.0, 4: 1.0}), MODEL, [1, 2, 3], None, prefix_reuse=True)
+    assert slot.seq == 2
+    # nothing busy: the least recently used, whose cache is the least likely to be wanted again
+    slot, _ = pick_slot(slots(set(), used={seq: 10.0 - seq for seq in range(8)}), MODEL, [1], None,
+                        prefix_reuse=True)
+    assert slot.seq == 7
+
+
+def test_the_sequence_holding_the_conversation_wins_over_keeping_together() -> None:
+    pool = slots({0})
+    pool[6].tokens = list(CONVERSATION)
+    slot, reuse = pick_slot(pool, MODEL, CONVERSATION + [7, 8], None, prefix_reuse=True)
+    assert (slot.seq, reuse) == (6, len(CONVERSATION))
+    # not with prefix reuse off, nor with another adapter's cells, nor for the opening alone
+    assert pick_slot(pool, MODEL, CONVERSATION + [7], None, prefix_reuse=False)[1] == 0
+    assert pick_slot(pool, MODEL, CONVERSATION + [7], object(), prefix_reuse=True)[1] == 0
+    opening = CONVERSATION[:MIN_REUSE - 1] + [1, 2, 3]
+    assert pick_slot(pool, MODEL, opening, None, prefix_reuse=True) == (pool[1], 0)
+
+
+def test_only_sequences_of_the_requested_model_are_taken() -> None:
+    pool = slots({0}) + [Slot(seq, OTHER) for seq in range(8)]
+    slot, _ = pick_slot(pool, OTHER, [1, 2], None, prefix_reuse=True)
+    assert slot.model is OTHER
