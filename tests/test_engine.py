@@ -233,3 +233,19 @@ async def test_the_end_of_turn_probe_matches_the_llama_cpp_reading(engine: Trans
     assert all(p is not None and p > 0.1 for p in finished), finished
     assert await engine.end_of_turn_probability("...") is None
     assert await engine.complete(ask("What is the capital of France?"), GenerationOptions(max_new_tokens=8))
+
+
+async def test_a_probe_given_up_before_it_runs_does_not_kill_the_engine(engine: TransformersEngine) -> None:
+    """A voice turn that moves on cancels its end-of-turn probe. The probe waits for the answer
+    being generated; the worker then found a cancelled future, raised setting its result, and
+    died, and every later answer with it (the live-voice tests failed one after another)."""
+    answer = asyncio.ensure_future(engine.complete(ask("Write a haiku about the sea."),
+                                                   GenerationOptions(max_new_tokens=24)))
+    await asyncio.sleep(0.2)  # the answer is decoding: the probe queues behind a step
+    probe = asyncio.ensure_future(engine.end_of_turn_probability("What is the capital of"))
+    await asyncio.sleep(0)
+    probe.cancel()
+    await asyncio.wait_for(answer, 60)  # a dead worker never answers
+    assert (await asyncio.wait_for(engine.complete(ask("What is the capital of France?"),
+                                                   GenerationOptions(max_new_tokens=8)), 60)).strip()
+    assert 0.0 <= (await engine.end_of_turn_probability("What is the capital of France?") or 0.0) <= 1.0

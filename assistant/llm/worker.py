@@ -107,11 +107,18 @@ class WorkerEngine(ChatBackend, Generic[R]):
 
     @staticmethod
     def _run_control(item: Control) -> None:
+        """Run one control call, unless its caller stopped waiting (a voice turn that moved on
+        cancels its end-of-turn probe): setting a result on a cancelled future raises, and that
+        killed the worker thread, and with it every later answer."""
         fn, future = item
+        if not future.set_running_or_notify_cancel():
+            return
         try:
-            future.set_result(fn())
+            result = fn()
         except Exception as exc:  # noqa: BLE001 - raised in the caller
             future.set_exception(exc)
+        else:
+            future.set_result(result)
 
     def _drain_shutdown(self) -> None:
         """Fail whatever is still queued when the engine shuts down."""
@@ -121,7 +128,8 @@ class WorkerEngine(ChatBackend, Generic[R]):
             except queue.Empty:
                 return
             if isinstance(item, tuple):
-                item[1].set_exception(GenerationError("The chat engine is shutting down."))
+                if item[1].set_running_or_notify_cancel():
+                    item[1].set_exception(GenerationError("The chat engine is shutting down."))
             elif item is not None:
                 request: Any = item
                 request.deliver("error", GenerationError("The chat engine is shutting down."))
