@@ -15,21 +15,19 @@ engine uses (one stream per sequence) and llama.cpp's unified cache are both mea
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import write_results  # noqa: E402
+from bench.common import report, run_child, write_results  # noqa: E402
 
 PROMPT_TOKENS = 40
 STEPS = 64
 SIZES = (1, 4, 8)
-CTX_PER_SEQ = 2304  # what LlamaCppEngine makes for model.context_tokens = 2048 (rounded up to 256)
+CONTEXT_TOKENS = 2048  # model.context_tokens's default: each sequence is sized as the engine sizes it
 
 
 def measure(name: str, models_dir: Path, threads: int, unified: bool) -> dict[str, float]:
@@ -40,10 +38,11 @@ def measure(name: str, models_dir: Path, threads: int, unified: bool) -> dict[st
     """
     from assistant.llm import gguf_runtime
     from assistant.llm.catalog import gguf_path
+    from assistant.llm.sequence_slots import tokens_per_sequence
 
     gguf_runtime.set_thread_wait("passive")  # as the engine bench runs both llama.cpp rows
-    model = gguf_runtime.GgufModel(gguf_path(name, models_dir), n_seq=sum(SIZES), ctx_per_seq=CTX_PER_SEQ,
-                                   threads=threads, unified_kv=unified)
+    model = gguf_runtime.GgufModel(gguf_path(name, models_dir), n_seq=sum(SIZES),
+                                   ctx_per_seq=tokens_per_sequence(CONTEXT_TOKENS), threads=threads, unified_kv=unified)
     prompt = model.tokenize("The history of the city begins in the ninth century, when traders from the "
                             "north built a small fort beside the river and the first market opened " * 2)
     prompt = prompt[:PROMPT_TOKENS]
@@ -71,24 +70,21 @@ def main() -> None:
     args = parser.parse_args()
     if args.one:
         name, layout = args.one
-        print("RESULT " + json.dumps(measure(name, args.models_dir, args.threads, layout == "unified")))
+        report(measure(name, args.models_dir, args.threads, layout == "unified"))
         return
     lines = [f"One `llama_decode` of one new token in each of n sequences (40-token prompts, median of "
              f"{STEPS - 4} steps after 4 warm-up steps, the sizes taking turns), {args.threads} threads, OpenMP "
-             f"wait passive, the context `LlamaCppEngine` makes ({CTX_PER_SEQ} tokens per sequence). Ceiling(n) = n x t(1) / t(n): the aggregate speed-up "
+             f"wait passive, the context `LlamaCppEngine` makes (model.context_tokens = {CONTEXT_TOKENS}). Ceiling(n) = n x t(1) / t(n): the aggregate speed-up "
              "batching could give if sampling and everything else around the forward pass were free.", "",
              "| model | KV layout | step ms, n=1 | n=4 | n=8 | ceiling at 4 | ceiling at 8 |",
              "|---|---|---|---|---|---|---|"]
     for model in args.models:
         for layout in ("per-sequence (ours)", "unified"):
-            proc = subprocess.run([sys.executable, __file__, "--one", model, layout.split()[0],
-                                   "--threads", str(args.threads), "--models-dir", str(args.models_dir)],
-                                  capture_output=True, text=True)
-            found = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-            if proc.returncode != 0 or not found:
-                lines.append(f"| {model} | {layout} | failed: {proc.stderr.strip().splitlines()[-1:]} |")
+            t, stderr = run_child(__file__, "--one", model, layout.split()[0], "--threads", str(args.threads),
+                                  "--models-dir", str(args.models_dir))
+            if t is None:
+                lines.append(f"| {model} | {layout} | failed: {stderr.strip().splitlines()[-1:]} |")
                 continue
-            t = json.loads(found[0][7:])
             lines.append(f"| {model} | {layout} | {t['1'] * 1000:.1f} | {t['4'] * 1000:.1f} | {t['8'] * 1000:.1f} | "
                          f"{4 * t['1'] / t['4']:.2f} | {8 * t['1'] / t['8']:.2f} |")
     print(write_results("batch_ceiling", "Batch ceiling of llama.cpp on this CPU", lines).read_text())

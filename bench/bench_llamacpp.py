@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,7 +21,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import peak_rss_mb, write_results  # noqa: E402
+from bench.common import peak_rss_mb, report, run_child, write_results  # noqa: E402
 
 SYSTEM = "You are a helpful assistant."
 PROMPTS = ["Write a short story about a robot who learns to paint.", "Explain how a rainbow forms.",
@@ -141,7 +139,7 @@ def one(args: argparse.Namespace) -> None:
         result = run_plain(name, args.models_dir, args.tokens, args.threads)
     else:
         result = asyncio.run(run_ours(kind, name, args.models_dir, args.tokens))
-    print("RESULT " + json.dumps(result))
+    report(result)
 
 
 def main() -> None:
@@ -173,15 +171,13 @@ def main() -> None:
             if engine == "transformers" and args.transformers_models is not None \
                     and model not in args.transformers_models:
                 continue
-            proc = subprocess.run([sys.executable, __file__, "--one", engine, model, "--tokens", str(args.tokens),
-                                   "--threads", str(args.threads), "--thread-wait", args.thread_wait,
-                                   "--models-dir", str(args.models_dir)],
-                                  capture_output=True, text=True)
-            found = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-            if proc.returncode != 0 or not found:
-                lines.append(f"| {model} | {label[engine]} | failed: {proc.stderr.strip().splitlines()[-1:]} |")
+            result, stderr = run_child(__file__, "--one", engine, model, "--tokens", str(args.tokens),
+                                       "--threads", str(args.threads), "--thread-wait", args.thread_wait,
+                                       "--models-dir", str(args.models_dir))
+            if result is None:
+                lines.append(f"| {model} | {label[engine]} | failed: {stderr.strip().splitlines()[-1:]} |")
                 continue
-            results[engine] = json.loads(found[0][7:])
+            results[engine] = result
         plain = results.get("plain", {}).get("decode")
         for engine, r in results.items():
             c = r["concurrent"]

@@ -140,8 +140,7 @@ def stability_rows(config: Config, name: str, clips: list[Clip], recognizer: Whi
     return rows
 
 
-def latency_rows(name: str, systems: dict[str, Transcribe], runs: int) -> list[str]:
-    clips = {label: speak(text, "en-us", 160) for label, text in LATENCY_TEXT.items()}
+def latency_rows(name: str, systems: dict[str, Transcribe], clips: dict[str, np.ndarray], runs: int) -> list[str]:
     rows = []
     for label in ("ours (defaults)", "ours, beam_size 1", "ours, beam_size 5", "ours, full 30 s window",
                   "faster-whisper beam 5", "faster-whisper greedy"):
@@ -171,17 +170,18 @@ def main() -> None:
                    for name in names}
     # Ours is timed before faster-whisper is loaded: once CTranslate2 has run in this process,
     # whisper.cpp's 3 s clip takes ~20 % longer here (152 -> 188 ms), which the bot never sees.
-    lat = {name: latency_rows(name, our_systems(config, r), args.runs) for name, r in recognizers.items()}
+    spoken = {label: speak(text, "en-us", 160) for label, text in LATENCY_TEXT.items()}
+    lat = {name: latency_rows(name, our_systems(config, r), spoken, args.runs) for name, r in recognizers.items()}
     for i, name in enumerate(names):
         recognizer = recognizers[name]
         rows, ex, systems = accuracy_rows(config, name, clips, recognizer, args.threads, ablations=args.ablations and i == 0)
         acc += rows
         examples += [f"{name}:"] + ex if ex else []
         stab += stability_rows(config, name, clips, recognizer, args.threads, (1, 5) if i == 0 else (config.speech.beam_size,))
-        lat[name] += latency_rows(name, {k: v for k, v in systems.items() if not k.startswith("ours")}, args.runs)
-    lengths = [speak(text, "en-us", 160).size / 16000 for text in LATENCY_TEXT.values()]
+        lat[name] += latency_rows(name, {k: v for k, v in systems.items() if not k.startswith("ours")}, spoken,
+                                  args.runs)
     lat_rows = [row for name in names for row in lat[name]]
-    lat_rows.append("| | (clip lengths, s) | " + " | ".join(f"{x:.1f}" for x in lengths) + " |")
+    lat_rows.append("| | (clip lengths, s) | " + " | ".join(f"{a.size / 16000:.1f}" for a in spoken.values()) + " |")
     n_sent = len(SENTENCES[: args.limit] if args.limit else SENTENCES)
     lines = [f"Threads: {args.threads}; load average at start {load:.2f} (other engineers' jobs share these "
              f"2 cores: absolute times are inflated, compare within a table); whole run "

@@ -14,9 +14,7 @@ same rows. Each variant runs in its own process so peak memory (max RSS) is its 
 from __future__ import annotations
 
 import argparse
-import json
 import random
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,7 +23,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import peak_rss_mb, write_results  # noqa: E402
+from bench.common import peak_rss_mb, report, run_child, write_results  # noqa: E402
 
 MAX_LEN = 256
 BATCH = 4
@@ -124,7 +122,7 @@ def child(variant: str) -> None:
     info.update({"variant": variant, "useful_tokens": sum(tokens), "seconds": seconds,
                  "useful_tokens_per_s": sum(tokens) / seconds, "s_per_step": seconds / len(timer.times[2:]),
                  "peak_rss_mb": peak_rss_mb()})
-    print("RESULT " + json.dumps(info))
+    report(info)
 
 
 def main() -> None:
@@ -136,11 +134,10 @@ def main() -> None:
         return
     results = {}
     for variant in ("baseline", "ours"):
-        proc = subprocess.run([sys.executable, __file__, "--child", variant], capture_output=True, text=True, cwd=REPO)
-        line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-        if proc.returncode or not line:
-            sys.exit(f"{variant} failed:\n{proc.stderr[-3000:]}")
-        results[variant] = json.loads(line[-1][7:])
+        result, stderr = run_child(__file__, "--child", variant, cwd=REPO)
+        if result is None:
+            sys.exit(f"{variant} failed:\n{stderr[-3000:]}")
+        results[variant] = result
     b, o = results["baseline"], results["ours"]
     ratio = o["useful_tokens_per_s"] / b["useful_tokens_per_s"]
     lines = [

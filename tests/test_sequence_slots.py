@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from assistant.llm.sequence_slots import MIN_REUSE, Slot, pick_slot, runs_added
+from assistant.llm.sequence_slots import MIN_REUSE, Slot, pick_slot, runs_added, tokens_per_sequence
 
 MODEL, OTHER = object(), object()
 CONVERSATION = list(range(100, 160))
@@ -48,3 +48,9 @@ def test_only_sequences_of_the_requested_model_are_taken() -> None:
     pool = slots({0}) + [Slot(seq, OTHER) for seq in range(8)]
     slot, _ = pick_slot(pool, OTHER, [1, 2], None, prefix_reuse=True)
     assert slot.model is OTHER
+
+
+def test_a_sequence_holds_the_budget_and_the_next_token_in_whole_blocks() -> None:
+    assert tokens_per_sequence(2048) == 2304
+    assert tokens_per_sequence(255) == 256
+    assert tokens_per_sequence(256) == 512

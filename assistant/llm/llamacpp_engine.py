@@ -39,7 +39,7 @@ from assistant.llm.base import ACTIVE_ADAPTER, GenerationOptions, GenerationStat
 from assistant.llm.gguf_runtime import GgufModel, set_thread_wait
 from assistant.llm.merged_lane import Lanes, MergedLane
 from assistant.llm.sampling import choose_token
-from assistant.llm.sequence_slots import Slot, pick_slot
+from assistant.llm.sequence_slots import Slot, pick_slot, tokens_per_sequence
 from assistant.llm.turn_probe import normalise, open_user_turn, probability_of, sentence_enders
 from assistant.llm.worker import Deliver, WorkerEngine
 
@@ -96,7 +96,7 @@ class LlamaCppEngine(WorkerEngine[_Request]):
         self._enders: Any = None
         start = time.perf_counter()
         self._threads, self._gpu = threads or os.cpu_count() or 1, gpu
-        self.model = GgufModel(path, n_seq=max_batch_size, ctx_per_seq=-(-(context_tokens + 1) // 256) * 256,
+        self.model = GgufModel(path, n_seq=max_batch_size, ctx_per_seq=tokens_per_sequence(context_tokens),
                                threads=self._threads, gpu=gpu)
         self.load_seconds = time.perf_counter() - start
         self._slots = [Slot(seq, self.model) for seq in range(max_batch_size)]

@@ -55,3 +55,8 @@ def runs_added(busy: set[int], seq: int) -> int:
     if not busy:
         return 0
     return 1 - (seq - 1 in busy) - (seq + 1 in busy)
+
+
+def tokens_per_sequence(context_tokens: int) -> int:
+    """A sequence's KV size: the token budget plus the next token, in llama.cpp's 256-cell blocks."""
+    return -(-(context_tokens + 1) // 256) * 256
