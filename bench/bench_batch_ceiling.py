@@ -31,33 +31,44 @@ CONTEXT_TOKENS = 2048  # model.context_tokens's default: each sequence is sized 
 
 
 def measure(name: str, models_dir: Path, threads: int, unified: bool) -> dict[str, float]:
-    """Median seconds of one decode step with n sequences, for each n in SIZES.
+    from assistant.llm.catalog import gguf_path
+
+    path = gguf_path(name, models_dir)
+    if path is None:
+        raise SystemExit(f"{name} is not provisioned in {models_dir}")
+    return measure_file(path, threads, unified)
+
+
+def measure_file(path: Path, threads: int, unified: bool = False) -> dict[str, float]:
+    """Median seconds of one decode step with n sequences, for each n in SIZES (and the seconds
+    the 8 prompts' joint prefill took, once).
 
     The sizes take turns step by step (each on its own sequences), so a slow spell of this
     shared machine slows all of them alike instead of one block of steps.
     """
     from assistant.llm import gguf_runtime
-    from assistant.llm.catalog import gguf_path
     from assistant.llm.sequence_slots import tokens_per_sequence
 
     gguf_runtime.set_thread_wait("passive")  # as the engine bench runs both llama.cpp rows
-    model = gguf_runtime.GgufModel(gguf_path(name, models_dir), n_seq=sum(SIZES),
+    model = gguf_runtime.GgufModel(path, n_seq=sum(SIZES),
                                    ctx_per_seq=tokens_per_sequence(CONTEXT_TOKENS), threads=threads, unified_kv=unified)
     prompt = model.tokenize("The history of the city begins in the ninth century, when traders from the "
                             "north built a small fort beside the river and the first market opened " * 2)
     prompt = prompt[:PROMPT_TOKENS]
-    groups, first = {}, 0
+    groups, first, prefill = {}, 0, 0.0
     for n in SIZES:
         groups[n] = list(range(first, first + n))
         first += n
+        started = time.perf_counter()
         model.decode([(seq, prompt, 0, False) for seq in groups[n]])
+        prefill = time.perf_counter() - started  # the last: n = 8, 320 tokens in one batch
     times: dict[int, list[float]] = {n: [] for n in SIZES}
     for step in range(STEPS):
         for n, seqs in groups.items():
             started = time.perf_counter()
             model.decode([(seq, [prompt[-1]], PROMPT_TOKENS + step, True) for seq in seqs])
             times[n].append(time.perf_counter() - started)
-    return {str(n): statistics.median(t[4:]) for n, t in times.items()}
+    return {"prefill": prefill} | {str(n): statistics.median(t[4:]) for n, t in times.items()}
 
 
 def main() -> None:
