@@ -63,6 +63,7 @@ class _Attempt:
     task: asyncio.Task[None] | None = None
     answering: bool | None = None  # None until the policy decided
     decided: asyncio.Event = field(default_factory=asyncio.Event)
+    first_words: asyncio.Event = field(default_factory=asyncio.Event)  # the answer's first token, or no answer
     go: asyncio.Event = field(default_factory=asyncio.Event)  # set at ENDED: playback may start
     speaking: asyncio.Task[None] | None = None  # synthesis (then playback) of this attempt's answer
     judging: asyncio.Task[None] | None = None  # the turn model's verdict on the pause (end_of_turn = "model")
@@ -242,6 +243,7 @@ class VoiceDialog:
             async for delta in self.answer(text, attempt.user_id):
                 if attempt.timing.first_token is None:
                     attempt.timing.first_token = self.clock()
+                    attempt.first_words.set()
                 attempt.deltas.put_nowait(delta)
         except asyncio.CancelledError:
             raise
@@ -249,12 +251,26 @@ class VoiceDialog:
             logger.exception("voice turn failed")
         finally:
             attempt.decided.set()
+            attempt.first_words.set()
             attempt.deltas.put_nowait(_END)
 
     async def _judge(self, attempt: _Attempt, audio: np.ndarray, quiet: float) -> None:
         """Judge this check, then any check that came meanwhile (the last one, at the longest
         silence, is the one `text_turn_confident` acts on: waiting for the transcript or the
-        words' reading must not lose it)."""
+        words' reading must not lose it).
+
+        An answered turn is judged only once its answer has a first token. Ending the turn
+        sooner gains nothing: nothing can play before the answer exists. And judging sooner
+        costs: Smart Turn and the words' probe then run during recognition and the answer's
+        prefill, on the same cores. On 2 CPU cores that made the first audio ~300 ms later than
+        with the plain silence timer (`bench/results/voice.md`). Where the answer comes fast
+        (a GPU), this waits a few tens of milliseconds. The latest check waiting meanwhile is
+        the one judged first."""
+        await attempt.decided.wait()
+        if attempt.answering:
+            await attempt.first_words.wait()
+        if attempt.next_check is not None:
+            (audio, quiet), attempt.next_check = attempt.next_check, None
         check: tuple[np.ndarray, float] | None = (audio, quiet)
         while check is not None and not await self._judge_check(attempt, *check):
             check, attempt.next_check = attempt.next_check, None

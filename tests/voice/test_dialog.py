@@ -390,3 +390,40 @@ async def test_talking_on_past_a_backchannel_length_stops_the_answer(monkeypatch
     rig.event(Event.STARTED, user=1, end=2.0)
     await asyncio.sleep(0.05)
     assert calls == ["pause"] and rig.stops == 1 and not rig.dialog.playing
+
+
+async def test_an_answered_turn_is_judged_only_once_its_answer_has_a_first_token() -> None:
+    """Ending the turn before the answer exists gains nothing (nothing can play) and its checks
+    would compete with recognition and the prefill for the CPU; a turn nobody answers is judged at once."""
+    rig = Rig(transcripts={1600: "What is the capital of France?"})
+    first_token = asyncio.Event()
+    judged: list[float] = []
+    ended: list[tuple[int, float]] = []
+
+    async def answer(text: str, user_id: int) -> AsyncIterator[str]:
+        await first_token.wait()
+        yield "Paris."
+
+    async def judge(audio: np.ndarray) -> float:
+        judged.append(audio.size)
+        return 0.99
+
+    rig.dialog.answer = answer
+    rig.dialog.judge_turn, rig.dialog.end_turn = judge, lambda user, end: ended.append((user, end))
+    rig.event(Event.PAUSED)
+    rig.dialog.on_event(SpeechEvent(1, Event.CHECK, 1.2, 0.0, 1.0, np.zeros(4800, np.float32)))
+    await settle()
+    rig.dialog.on_event(SpeechEvent(1, Event.CHECK, 1.4, 0.0, 1.0, np.zeros(8000, np.float32)))
+    await settle()
+    assert judged == [] and ended == []
+    first_token.set()
+    await settle()
+    assert judged == [8000] and ended == [(1, 1.0)]  # the latest check, judged once
+
+    unanswered = Rig(mode="wake_word", transcripts={1600: "just talking to a friend"})
+    unanswered.dialog.judge_turn = judge
+    unanswered.dialog.end_turn = lambda user, end: ended.append((user, end))
+    unanswered.event(Event.PAUSED, user=2)
+    unanswered.dialog.on_event(SpeechEvent(2, Event.CHECK, 1.2, 0.0, 1.0, np.zeros(4800, np.float32)))
+    await settle()
+    assert ended[-1] == (2, 1.0)
