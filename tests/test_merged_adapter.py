@@ -61,9 +61,11 @@ def first_logits(model: object, adapter: object = None) -> np.ndarray:
     return np.array(model.logits(index))  # type: ignore[attr-defined]
 
 
-def test_the_merged_model_computes_what_the_run_time_adapter_does(models_dir: Path, adapter_gguf: Path) -> None:
+def test_the_merged_model_computes_what_the_run_time_adapter_does(models_dir: Path, adapter_gguf: Path,
+                                                                  tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import gguf
 
+    from assistant.llm import lora_merge
     from assistant.llm.gguf_runtime import GgufModel
 
     base_path = small_gguf(models_dir)
@@ -78,23 +80,37 @@ def test_the_merged_model_computes_what_the_run_time_adapter_does(models_dir: Pa
             assert tensor.tensor_type == gguf.GGMLQuantizationType.Q8_0, tensor.name
         else:  # untouched tensors are copied byte for byte
             assert np.array_equal(np.asarray(tensor.data), np.asarray(base_tensors[tensor.name].data)), tensor.name
+    # The reference: the same merge done exactly, every merged matrix in F16.
+    monkeypatch.setattr(lora_merge, "_merged_type", lambda row_length, base_type: gguf.GGMLQuantizationType.F16)
+    exact_path = tmp_path / "exact.gguf"
+    lora_merge.merge_adapter(base_path, adapter_gguf, exact_path)
     base = GgufModel(base_path, n_seq=1, ctx_per_seq=256, threads=2)
     merged = GgufModel(merged_path, n_seq=1, ctx_per_seq=256, threads=2)
+    exact = GgufModel(exact_path, n_seq=1, ctx_per_seq=256, threads=2)
     try:
         plain = first_logits(base)
         runtime = first_logits(base, base.load_adapter(adapter_gguf))
         copy = first_logits(merged)
+        reference = first_logits(exact)
     finally:
         base.close()
         merged.close()
-    change, merged_change = runtime - plain, copy - plain
+        exact.close()
+    change, merged_change = reference - plain, copy - plain
     cosine = change @ merged_change / np.linalg.norm(change) / np.linalg.norm(merged_change)
     assert np.linalg.norm(change) > 0.1 * np.linalg.norm(plain - plain.mean())  # the adapter matters
-    # both paths round differently (Q8_0 weights, f32 LoRA products): close, not equal; measured on
-    # this adapter cos 0.96 and a distance 0.3x the change, about what each path is from an F16 merge
+    # Against the exact merge, not the run-time adapter: llama.cpp's run-time LoRA path is the
+    # noisier one on some CPUs. On a 2-core AVX-512 Xeon its change agreed with the exact merge's
+    # at cos 0.92 / 0.60 / 0.98 for three adapter strengths, the Q8_0 copy's at 0.93 / 0.96 / 0.99
+    # (an AVX2 EPYC: copy and run-time adapter cos 0.96 to each other).
     assert cosine > 0.9, cosine
-    assert np.linalg.norm(copy - runtime) < 0.5 * np.linalg.norm(change)
-    assert int(np.argmax(copy)) == int(np.argmax(runtime))
+    # The merge itself checked against llama.cpp's own, independent LoRA path (a wrong delta, a
+    # wrong scale or a transposed matrix would fail here), with room for that path's noise.
+    runtime_change = runtime - plain
+    agreement = change @ runtime_change / np.linalg.norm(change) / np.linalg.norm(runtime_change)
+    assert agreement > 0.5, agreement
+    assert 0.5 < np.linalg.norm(change) / np.linalg.norm(runtime_change) < 2.0
+    assert int(np.argmax(copy)) == int(np.argmax(reference)) == int(np.argmax(runtime))
 
 
 def test_merged_again_when_the_adapter_is_retrained(models_dir: Path, tmp_path: Path) -> None:
