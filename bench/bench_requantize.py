@@ -75,7 +75,9 @@ def divergence(path: Path, reference: Path, threads: int) -> dict[str, float]:
 
     vocab = llama_cpp.Llama(str(reference), vocab_only=True, verbose=False)
     tokens = vocab.tokenize((REPO / "LICENSE").read_text().encode())[:TEXT_TOKENS]
-    ref, ours = log_probs(reference, tokens, threads), log_probs(path, tokens, threads)
+    vocab.close()
+    ref = log_probs(reference, tokens, threads)
+    ours = ref if path == reference else log_probs(path, tokens, threads)  # the published row: itself
     targets = np.concatenate([np.asarray(tokens[s + 1:s + WINDOW], dtype=np.int64)
                               for s in range(0, len(tokens) - 1, WINDOW)])
     nll = -ours[np.arange(targets.size), targets]
@@ -90,11 +92,10 @@ def quality(path: Path) -> dict[str, Any]:
     from bench.bench_quality import evaluate
 
     model = parse_config({}).model
-    guard = {"repetition_penalty": model.repetition_penalty, "no_repeat_ngram": model.no_repeat_ngram}
     engine = LlamaCppEngine(path)
     transcript: list[str] = []
-    try:
-        result = asyncio.run(evaluate(engine, guard, model.system_prompt, 128, transcript))
+    try:  # no guard override: evaluate's default_options(spoken=True) is the spoken default guard
+        result = asyncio.run(evaluate(engine, {}, model.system_prompt, 128, transcript))
     finally:
         engine.close()
     correct = result["correct"]
