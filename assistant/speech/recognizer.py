@@ -209,6 +209,7 @@ class WhisperCppRecognizer:
             # Beam search samples its candidates: on the shared model it would depend on earlier clips.
             model = self._spares.take() if options.beam_size > 1 else self._model
             decode = self._decode(model, audio, options, lang, audio_ctx, max_tokens, 0.0)
+            del model  # a used spare is freed here, before the next one starts loading
             if decode.segments and _failed(decode, options) and options.temperature_increment > 0:
                 # Sampling at a higher temperature, as the references do, on an unused model (see above).
                 retried = True
@@ -284,7 +285,9 @@ class _Spares:
                     self._spare = self._load()
                 except BaseException as exc:  # reported to the call that takes it
                     self._error = exc
-            self._loading = threading.Thread(target=run, name="whisper-spare", daemon=True)
+            # Not a daemon: the interpreter waits for the load (~0.1 s) before it exits. A daemon thread
+            # still inside whisper_init when the process finalises aborts it (SIGABRT, 5 runs in 10).
+            self._loading = threading.Thread(target=run, name="whisper-spare", daemon=False)
             self._loading.start()
 
     def take(self) -> Any:

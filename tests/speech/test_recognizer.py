@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -49,6 +50,23 @@ def test_spare_models_are_never_handed_out_twice_and_load_ahead() -> None:
     failing.refill()
     with pytest.raises(OSError, match="disk gone"):  # the background failure reaches the next caller
         failing.take()
+
+
+def test_the_process_waits_for_a_spare_still_loading_before_it_exits(tmp_path: Path) -> None:
+    """whisper.cpp aborted the process (SIGABRT, about one run in two) when the interpreter
+    finalised while a spare was still loading on a daemon thread."""
+    import subprocess
+    import sys
+
+    done = tmp_path / "loaded"
+    script = ("import pathlib, time\n"
+              "from assistant.speech.recognizer import _Spares\n"
+              "def load():\n"
+              "    time.sleep(0.5)\n"
+              f"    pathlib.Path({str(done)!r}).write_text('yes')\n"
+              "_Spares(load, ready=True)\n")  # and exit at once, mid-load
+    subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).parents[2], check=True, timeout=60)
+    assert done.read_text() == "yes"
 
 
 def test_repeats_from_a_tight_window_are_removed() -> None:
