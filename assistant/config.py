@@ -48,7 +48,7 @@ class ModelConfig:
     no_repeat_ngram: int = opt(0, lo=0, hi=256)
     context_tokens: int = opt(2048, lo=64, hi=1_000_000)
     max_batch_size: int = opt(8, lo=1, hi=256)
-    thread_wait: str = opt("passive", choices=("passive", "active"))
+    thread_wait: str = opt("brief", choices=("brief", "passive", "active"))
     prefix_cache_mb: int = opt(256, lo=0, hi=1 << 20)
     max_queued_requests: int = opt(64, lo=0, hi=100000)
     adapter: str = ""

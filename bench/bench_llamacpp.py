@@ -146,7 +146,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--thread-wait", default="passive", choices=("passive", "active"))
+    parser.add_argument("--thread-wait", default="brief", choices=("brief", "passive", "active"))
     parser.add_argument("--models", nargs="+", default=["smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct"])
     parser.add_argument("--engines", nargs="+", default=["llama.cpp", "plain", "transformers"])
     parser.add_argument("--transformers-models", nargs="*", default=None,

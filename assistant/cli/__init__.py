@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 from pathlib import Path
 from typing import Sequence
 
 from assistant.app import run_edge
 from assistant.config import Config
+from assistant.omp import apply_thread_wait
 
 COMMAND_MODULES = (
     "assistant.cli.run_cmd",
@@ -45,9 +45,9 @@ def dispatch(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int
     args = parser.parse_args(argv)
 
     def handler(config: Config) -> int:
-        # Read once by the OpenMP runtime (llama.cpp's and torch's) when it first loads: set it
-        # before any command imports either. An explicit OMP_WAIT_POLICY in the environment wins.
-        os.environ.setdefault("OMP_WAIT_POLICY", config.model.thread_wait.upper())
+        # Read once by each OpenMP runtime (llama.cpp's, whisper.cpp's, torch's) when it first
+        # loads: set before any command imports one. A policy already in the environment wins.
+        apply_thread_wait(config.model.thread_wait)
         return int(args.handler(args, config) or 0)
 
     return run_edge(handler, config_path=args.config, debug=args.debug, debug_discord=args.debug_discord)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import numpy.typing as npt
 
 from assistant.errors import AdapterError, GenerationError, ModelNotAvailableError
 from assistant.llm.base import Message
+from assistant.omp import apply_thread_wait
 
 logger = logging.getLogger(__name__)
 
@@ -29,15 +29,11 @@ _LOG_LEVELS = {3: logging.WARNING, 4: logging.ERROR}
 
 
 def set_thread_wait(policy: str) -> None:
-    """How llama.cpp's OpenMP threads wait at the barriers between graph nodes. Read once, when
-    the library loads, so this must run before the first `import llama_cpp`.
-
-    Why it matters: with the default (spinning) a decode step waits a whole scheduler slice
-    whenever another program has one of the cores; on a loaded 2-core machine that measured
-    0.4 tok/s spinning against 20 tok/s sleeping ("passive") for SmolLM2-135M.
-    """
+    """How llama.cpp's OpenMP threads wait at the barriers between graph nodes (`assistant/omp.py`
+    says why it matters). Read once, when the library loads, so this must run before the first
+    `import llama_cpp`."""
     if "llama_cpp" not in sys.modules:
-        os.environ.setdefault("OMP_WAIT_POLICY", policy.upper())
+        apply_thread_wait(policy)
 
 
 def llama_cpp_available() -> str | None:

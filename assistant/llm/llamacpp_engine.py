@@ -80,7 +80,7 @@ class LlamaCppEngine(WorkerEngine[_Request]):
     supports_adapters = True
 
     def __init__(self, path: Path, *, max_batch_size: int = 8, context_tokens: int = 2048, threads: int = 0,
-                 gpu: bool = False, prefix_reuse: bool = True, thread_wait: str = "passive",
+                 gpu: bool = False, prefix_reuse: bool = True, thread_wait: str = "brief",
                  max_queued: int = 64, merge_active: bool = True) -> None:
         """At most `max_queued` requests wait beyond a full batch; more are refused with BusyError.
         `merge_active`: serve the active adapter from a merged copy of the weights (module docstring)."""
