@@ -8,8 +8,8 @@ program may need, and when it has one, each step waits a whole scheduler slice (
 measured 0.4 tok/s spinning against 20 tok/s sleeping on a busy 2-core machine). "brief" spins
 about 10 microseconds (1,000 rounds), then sleeps: measured on an idle 2-core Xeon, Qwen2.5-0.5B
 decoded 22-24 tok/s against 15-17 sleeping at once, and whisper tiny.en read a 3 s clip in ~250
-ms against ~365; with one or both cores taken by another program both were as fast as
-"passive" (`docs/llamacpp.md`).
+ms against ~365; with a core taken by another program "brief" stayed within ~10 % of "passive"
+(`bench/results/thread_wait.md`, `docs/llamacpp.md`).
 
 Each OpenMP runtime reads this once, when it loads, so it is set at start-up before any of
 those libraries is imported. A policy already in the environment (`OMP_WAIT_POLICY` or
