@@ -49,6 +49,7 @@ class ModelConfig:
     context_tokens: int = opt(2048, lo=64, hi=1_000_000)
     max_batch_size: int = opt(8, lo=1, hi=256)
     thread_wait: str = opt("brief", choices=("brief", "passive", "active"))
+    cpu_weights: str = opt("q8_0", choices=("q8_0", "published"))
     prefix_cache_mb: int = opt(256, lo=0, hi=1 << 20)
     max_queued_requests: int = opt(64, lo=0, hi=100000)
     adapter: str = ""

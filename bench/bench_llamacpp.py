@@ -38,7 +38,7 @@ def chat(prompt: str) -> list[dict[str, str]]:
 
 # ----- our engines (llama.cpp and transformers share the ChatBackend contract) -----
 
-async def run_ours(kind: str, name: str, models_dir: Path, tokens: int) -> dict[str, Any]:
+async def run_ours(kind: str, name: str, models_dir: Path, tokens: int, cpu_weights: str) -> dict[str, Any]:
     from assistant.conversation import Conversation
     from assistant.llm.base import GenerationOptions
 
@@ -47,7 +47,8 @@ async def run_ours(kind: str, name: str, models_dir: Path, tokens: int) -> dict[
             from assistant.llm.catalog import gguf_path
             from assistant.llm.llamacpp_engine import LlamaCppEngine
 
-            return LlamaCppEngine(gguf_path(name, models_dir), prefix_reuse=prefix)  # type: ignore[arg-type]
+            return LlamaCppEngine(gguf_path(name, models_dir), prefix_reuse=prefix,  # type: ignore[arg-type]
+                                  cpu_weights=cpu_weights)
         from assistant.llm.engine import TransformersEngine
         from assistant.llm.loader import load_causal_lm
 
@@ -89,12 +90,15 @@ async def run_ours(kind: str, name: str, models_dir: Path, tokens: int) -> dict[
 
 # ----- plain llama-cpp-python -----
 
-def run_plain(name: str, models_dir: Path, tokens: int, threads: int) -> dict[str, Any]:
+def run_plain(name: str, models_dir: Path, tokens: int, threads: int, cpu_weights: str) -> dict[str, Any]:
+    """`cpu_weights` "published": the file as provisioned; "q8_0": the copy our engine serves."""
     from llama_cpp import Llama
 
     from assistant.llm.catalog import gguf_path
+    from assistant.llm.cpu_weights import weights_to_serve
 
-    llm = Llama(model_path=str(gguf_path(name, models_dir)), n_threads=threads, n_ctx=4096, verbose=False)
+    path = weights_to_serve(gguf_path(name, models_dir), cpu_weights, threads=threads)  # type: ignore[arg-type]
+    llm = Llama(model_path=str(path), n_threads=threads, n_ctx=4096, verbose=False)
 
     def timed(messages: list[dict[str, str]], max_tokens: int) -> tuple[float, float, int]:
         start, first, count = time.perf_counter(), 0.0, 0
@@ -136,9 +140,11 @@ def one(args: argparse.Namespace) -> None:
 
         set_thread_wait(args.thread_wait)
     if kind == "plain":
-        result = run_plain(name, args.models_dir, args.tokens, args.threads)
+        result = run_plain(name, args.models_dir, args.tokens, args.threads, "published")
+    elif kind == "plain-served":
+        result = run_plain(name, args.models_dir, args.tokens, args.threads, args.cpu_weights)
     else:
-        result = asyncio.run(run_ours(kind, name, args.models_dir, args.tokens))
+        result = asyncio.run(run_ours(kind, name, args.models_dir, args.tokens, args.cpu_weights))
     report(result)
 
 
@@ -148,7 +154,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--thread-wait", default="brief", choices=("brief", "passive", "active"))
     parser.add_argument("--models", nargs="+", default=["smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct"])
-    parser.add_argument("--engines", nargs="+", default=["llama.cpp", "plain", "transformers"])
+    parser.add_argument("--engines", nargs="+", default=["llama.cpp", "plain-served", "plain", "transformers"])
+    parser.add_argument("--cpu-weights", default="q8_0", choices=("q8_0", "published"),
+                        help="model.cpu_weights for our llama.cpp engine (and plain-served)")
     parser.add_argument("--transformers-models", nargs="*", default=None,
                         help="models to run the transformers engine on too (default: all)")
     parser.add_argument("--models-dir", type=Path, default=Path("models").resolve())
@@ -157,14 +165,18 @@ def main() -> None:
     if args.one:
         one(args)
         return
-    label = {"llama.cpp": "ours, llama.cpp", "plain": "plain llama-cpp-python", "transformers": "ours, transformers"}
+    label = {"llama.cpp": "ours, llama.cpp", "plain": "plain llama-cpp-python, published file",
+             "plain-served": f"plain llama-cpp-python, the file ours serves ({args.cpu_weights})",
+             "transformers": "ours, transformers"}
     lines = [f"{args.tokens} new tokens per request, {len(PROMPTS)} prompts, greedy, {args.threads} threads "
-             f"(llama.cpp's OpenMP wait policy: {args.thread_wait}, for both llama.cpp rows); each "
-             "engine in its own process, one after another in this run. 'late first token': the 21st prompt of a "
-             "20-turn conversation (prefix reuse on).", "",
-             "| model | engine | prefill tok/s | decode tok/s (batch 1) | x plain | late first token s | "
+             f"(llama.cpp's OpenMP wait policy: {args.thread_wait}, for all llama.cpp rows); each "
+             "engine in its own process, one after another in this run. Ours serves model.cpu_weights = "
+             f"{args.cpu_weights!r}. 'x plain': decode against plain llama-cpp-python on the same file as ours; "
+             "'x published': against plain llama-cpp-python on the published file. 'late first token': the "
+             "21st prompt of a 20-turn conversation (prefix reuse on).", "",
+             "| model | engine | prefill tok/s | decode tok/s (batch 1) | x plain | x published | late first token s | "
              "1 concurrent tok/s | 4 concurrent | 8 concurrent | 8 conc. x own serial | peak RSS MB |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for model in args.models:
         results: dict[str, dict[str, Any]] = {}
         for engine in args.engines:
@@ -173,16 +185,19 @@ def main() -> None:
                 continue
             result, stderr = run_child(__file__, "--one", engine, model, "--tokens", str(args.tokens),
                                        "--threads", str(args.threads), "--thread-wait", args.thread_wait,
+                                       "--cpu-weights", args.cpu_weights,
                                        "--models-dir", str(args.models_dir))
             if result is None:
                 lines.append(f"| {model} | {label[engine]} | failed: {stderr.strip().splitlines()[-1:]} |")
                 continue
             results[engine] = result
-        plain = results.get("plain", {}).get("decode")
+        published = results.get("plain", {}).get("decode")
+        plain = results.get("plain" if args.cpu_weights == "published" else "plain-served", {}).get("decode")
         for engine, r in results.items():
             c = r["concurrent"]
             lines.append(f"| {model} | {label[engine]} | {r['prefill']:.0f} | {r['decode']:.1f} | "
-                         f"{r['decode'] / plain if plain else float('nan'):.2f} | {r['late_first_token_s']:.2f} | "
+                         f"{r['decode'] / plain if plain else float('nan'):.2f} | "
+                         f"{r['decode'] / published if published else float('nan'):.2f} | {r['late_first_token_s']:.2f} | "
                          f"{c['1']:.1f} | {c['4']:.1f} | {c['8']:.1f} | {c['8'] / r['serial']:.2f} | {r['rss']:.0f} |")
     print(write_results("llamacpp", "llama.cpp engine benchmark", lines).read_text())
 

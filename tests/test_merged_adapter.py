@@ -71,7 +71,7 @@ def test_the_merged_model_computes_what_the_run_time_adapter_does(models_dir: Pa
     base_path = small_gguf(models_dir)
     merged_path = ensure_merged(base_path, adapter_gguf)  # cached for the engine test below
     assert merged_path == adapter_gguf.parent / MERGED_NAME
-    assert json.loads((adapter_gguf.parent / STAMP_NAME).read_text())["merger"] == 2
+    assert json.loads((adapter_gguf.parent / STAMP_NAME).read_text())["merger"] == 3
     mtime = merged_path.stat().st_mtime_ns
     assert ensure_merged(base_path, adapter_gguf).stat().st_mtime_ns == mtime  # merged once
     base_tensors = {t.name: t for t in gguf.GGUFReader(str(base_path)).tensors}
@@ -113,6 +113,29 @@ def test_the_merged_model_computes_what_the_run_time_adapter_does(models_dir: Pa
     assert int(np.argmax(copy)) == int(np.argmax(reference)) == int(np.argmax(runtime))
 
 
+def test_tensors_the_adapter_leaves_alone_come_from_the_copy_the_engine_serves(models_dir: Path, adapter_gguf: Path,
+                                                                               tmp_path: Path) -> None:
+    """On a CPU the engine serves a Q8_0 copy (`cpu_weights`); a merge that copied the published
+    file's Q5_0 matrices would make the adapter's lane slower than the base it stands in for."""
+    import gguf
+
+    from assistant.llm.cpu_weights import weights_to_serve
+    from assistant.llm.lora_gguf import ensure_gguf_adapter
+
+    published = small_gguf(models_dir)
+    served = weights_to_serve(published, "q8_0")
+    assert served != published
+    folder = tmp_path / "b"
+    random_adapter(folder, seed=3, scale=0.01)
+    merged = ensure_merged(published, ensure_gguf_adapter(folder, "llama", (9, 3)), served=served)
+    assert json.loads((folder / STAMP_NAME).read_text())["served"] == str(served.resolve())
+    copy = {t.name: t for t in gguf.GGUFReader(str(served)).tensors}
+    for tensor in gguf.GGUFReader(str(merged)).tensors:
+        if not tensor.name.endswith(("attn_q.weight", "attn_v.weight", "ffn_down.weight")):
+            assert tensor.tensor_type == copy[tensor.name].tensor_type, tensor.name
+            assert np.array_equal(np.asarray(tensor.data), np.asarray(copy[tensor.name].data)), tensor.name
+
+
 def test_merged_again_when_the_adapter_is_retrained(models_dir: Path, tmp_path: Path) -> None:
     from assistant.llm.lora_gguf import ensure_gguf_adapter
 
@@ -150,11 +173,11 @@ async def wait_for(predicate: object, seconds: float = 120.0) -> None:
         await asyncio.sleep(0.1)
 
 
-async def test_the_engine_serves_the_active_adapter_from_the_merged_copy(models_dir: Path, adapter_gguf: Path,
-                                                                         tmp_path: Path) -> None:
+async def test_the_engine_serves_the_active_adapter_from_the_merged_copy(models_dir: Path, tmp_path: Path) -> None:
     from assistant.llm.llamacpp_engine import LlamaCppEngine
 
-    source = adapter_gguf.parent
+    require_llama_cpp()
+    source = random_adapter(tmp_path / "moon", scale=0.15)  # changes the first 12 tokens on the Q8_0 copy too
     reference = LlamaCppEngine(small_gguf(models_dir), max_batch_size=2, merge_active=False)
     engine = LlamaCppEngine(small_gguf(models_dir), max_batch_size=2)
     options = GenerationOptions(max_new_tokens=12)

@@ -123,7 +123,7 @@ def _llama_cpp(model: ModelConfig, models_dir: Path) -> ChatBackend:
     return LlamaCppEngine(path, max_batch_size=model.max_batch_size, context_tokens=model.context_tokens,
                           threads=model.threads, gpu=model.device == "cuda", prefix_reuse=model.prefix_cache_mb > 0,
                           thread_wait=model.thread_wait, max_queued=model.max_queued_requests,
-                          merge_active=model.merge_active_adapter)
+                          merge_active=model.merge_active_adapter, cpu_weights=model.cpu_weights)
 
 
 __all__ = ["ChatBackend", "GenerationOptions", "Message", "choose_engine", "create_backend", "default_options"]

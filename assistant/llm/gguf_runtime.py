@@ -60,7 +60,7 @@ def check_gguf_file(path: Path) -> None:
 _log_callback: Any = None
 
 
-def _route_logs() -> None:
+def route_logs() -> None:
     """llama.cpp prints every load detail to stderr; keep warnings and errors, in our log."""
     global _log_callback
     import llama_cpp
@@ -84,7 +84,7 @@ class GgufModel:
         import llama_cpp
 
         self._ll = llama_cpp
-        _route_logs()
+        route_logs()
         check_gguf_file(path)
         llama_cpp.llama_backend_init()
         mparams = llama_cpp.llama_model_default_params()

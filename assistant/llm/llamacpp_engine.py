@@ -36,6 +36,7 @@ import numpy as np
 
 from assistant.errors import AdapterError, GenerationError
 from assistant.llm.base import ACTIVE_ADAPTER, GenerationOptions, GenerationStats, Message
+from assistant.llm.cpu_weights import weights_to_serve
 from assistant.llm.gguf_runtime import GgufModel, set_thread_wait
 from assistant.llm.merged_lane import Lanes, MergedLane
 from assistant.llm.sampling import choose_token
@@ -81,12 +82,13 @@ class LlamaCppEngine(WorkerEngine[_Request]):
 
     def __init__(self, path: Path, *, max_batch_size: int = 8, context_tokens: int = 2048, threads: int = 0,
                  gpu: bool = False, prefix_reuse: bool = True, thread_wait: str = "brief",
-                 max_queued: int = 64, merge_active: bool = True) -> None:
+                 max_queued: int = 64, merge_active: bool = True, cpu_weights: str = "q8_0") -> None:
         """At most `max_queued` requests wait beyond a full batch; more are refused with BusyError.
-        `merge_active`: serve the active adapter from a merged copy of the weights (module docstring)."""
+        `merge_active`: serve the active adapter from a merged copy of the weights (module docstring).
+        `cpu_weights`: "q8_0" serves a Q8_0 copy of a 4-6 bit file on the CPU (`cpu_weights`)."""
         set_thread_wait(thread_wait)
         self._init_worker(max_batch_size=max_batch_size, max_queued=max_queued)
-        self.path = path
+        self.source = path  # the published file: adapters merge into it (merged_lane)
         self.prefix_reuse = prefix_reuse
         self._adapters: dict[str, tuple[str, Any, Path]] = {}  # name -> (source folder, handle, GGUF)
         self._active: str | None = None
@@ -96,7 +98,8 @@ class LlamaCppEngine(WorkerEngine[_Request]):
         self._enders: Any = None
         start = time.perf_counter()
         self._threads, self._gpu = threads or os.cpu_count() or 1, gpu
-        self.model = GgufModel(path, n_seq=max_batch_size, ctx_per_seq=tokens_per_sequence(context_tokens),
+        self.path = weights_to_serve(path, cpu_weights, gpu=gpu, threads=self._threads)
+        self.model = GgufModel(self.path, n_seq=max_batch_size, ctx_per_seq=tokens_per_sequence(context_tokens),
                                threads=self._threads, gpu=gpu)
         self.load_seconds = time.perf_counter() - start
         self._slots = [Slot(seq, self.model) for seq in range(max_batch_size)]
@@ -212,7 +215,7 @@ class LlamaCppEngine(WorkerEngine[_Request]):
 
     def _merge_in_background(self, name: str, handle: Any, gguf: Path) -> None:
         """Build the merged copy on a thread of its own; until it is in, the run-time LoRA serves."""
-        self._lanes.start_merge(self.model, name, handle, gguf, threads=self._threads, gpu=self._gpu,
+        self._lanes.start_merge(self.model, self.source, name, handle, gguf, threads=self._threads, gpu=self._gpu,
                                 install=lambda lane: self._control(lambda: self._set_lane(lane)),
                                 closed=lambda: self._closed)
 

@@ -10,7 +10,8 @@ Why the merged matrices are Q8_0 and not the base's own types: the base's Q5_0/Q
 sit exactly on their quantization grid, so requantizing base + delta to the same type rounds a
 small LoRA delta back to the base weight. Q8_0's grid is 8x finer than Q5_0's, its AVX2 dot product
 is ggml's cheapest, and the merged model measured the base's speed. Tensors without a LoRA are
-copied byte for byte. A matrix the base already stores as Q8_0 or finer (the default model keeps
+copied byte for byte, from the copy
+the engine serves (the Q8_0 copy of `cpu_weights` on a CPU). A matrix the base already stores as Q8_0 or finer (the default model keeps
 half its attn_v in Q8_0), and a row length Q8_0 cannot block (not a multiple of 32), are stored as
 F16: requantizing Q8_0 + delta to Q8_0 would lose the delta the same way.
 
@@ -35,7 +36,7 @@ from assistant.llm.stamped_file import is_current, write_stamped
 
 MERGED_NAME = "merged.gguf"
 STAMP_NAME = "merged.gguf.json"
-MERGER_VERSION = 2  # 2: Q8_0 base matrices merge to F16
+MERGER_VERSION = 3  # 2: Q8_0 base matrices merge to F16; 3: untouched tensors may come from the served copy
 _Q8_BLOCK = 32
 
 
@@ -71,12 +72,16 @@ def _merged_tensor(base: Any, lora_a: Any, lora_b: Any) -> npt.NDArray[Any]:
     return np.asarray(quants.quantize(merged, kind))
 
 
-def merge_adapter(base_path: Path, lora_path: Path, out: Path, cancelled: Callable[[], bool] = _never) -> None:
+def merge_adapter(base_path: Path, lora_path: Path, out: Path, cancelled: Callable[[], bool] = _never,
+                  served: Path | None = None) -> None:
     """Write `base_path` with the LoRA of `lora_path` (a GGUF adapter) merged in, to `out`;
-    `cancelled` is asked between tensors (an engine that closes stops the merge within ~0.1 s)."""
+    `cancelled` is asked between tensors (an engine that closes stops the merge within ~0.1 s).
+    `served`: the copy of the base the engine serves (`cpu_weights`'s Q8_0 copy), whose tensors
+    stand for those the adapter leaves alone, so the merged model is never slower than the base."""
     import gguf
 
     base = gguf.GGUFReader(str(base_path))
+    rest = {t.name: t for t in (gguf.GGUFReader(str(served)) if served is not None else base).tensors}
     lora = {t.name: t for t in gguf.GGUFReader(str(lora_path)).tensors}
     pairs = {t.name: (lora[f"{t.name}.lora_a"], lora[f"{t.name}.lora_b"])
              for t in base.tensors if f"{t.name}.lora_a" in lora and f"{t.name}.lora_b" in lora}
@@ -88,6 +93,8 @@ def merge_adapter(base_path: Path, lora_path: Path, out: Path, cancelled: Callab
             if (int(lora_a.shape[0]), int(lora_b.shape[1])) != (int(tensor.shape[0]), int(tensor.shape[1])):
                 raise AdapterError(f"The adapter's {tensor.name} does not fit the model's: the adapter was "
                                    "trained for another base model.")
+        elif tensor.name not in rest or tuple(rest[tensor.name].shape) != tuple(tensor.shape):
+            raise AdapterError(f"{served} is not a copy of {base_path.name}: its {tensor.name} differs.")
     field = base.get_field(gguf.Keys.General.ARCHITECTURE)
     architecture = str(field.contents()) if field is not None else ""
     writer = gguf.GGUFWriter(str(out), architecture, endianess=base.endianess)
@@ -109,8 +116,8 @@ def merge_adapter(base_path: Path, lora_path: Path, out: Path, cancelled: Callab
             dtype = np.uint8 if kind == gguf.GGMLQuantizationType.Q8_0 else np.float16
             writer.add_tensor_info(tensor.name, shape, np.dtype(dtype), nbytes, kind)
         else:
-            writer.add_tensor_info(tensor.name, tensor.data.shape, tensor.data.dtype, tensor.data.nbytes,
-                                   tensor.tensor_type)
+            kept = rest[tensor.name]
+            writer.add_tensor_info(kept.name, kept.data.shape, kept.data.dtype, kept.data.nbytes, kept.tensor_type)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
@@ -118,24 +125,30 @@ def merge_adapter(base_path: Path, lora_path: Path, out: Path, cancelled: Callab
         if cancelled():
             writer.close()
             raise MergeCancelled("The merge was cancelled.")
-        data = _merged_tensor(tensor, *pairs[tensor.name]) if tensor.name in pairs else tensor.data
+        data = _merged_tensor(tensor, *pairs[tensor.name]) if tensor.name in pairs else rest[tensor.name].data
         writer.write_tensor_data(data, tensor_endianess=base.endianess)
     writer.close()
 
 
-def _stamp(base_path: Path, lora_path: Path) -> dict[str, object]:
-    stat = base_path.stat()
+def _stamp(base_path: Path, lora_path: Path, served: Path | None) -> dict[str, object]:
     digest = hashlib.sha256(lora_path.read_bytes()).hexdigest()
-    return {"adapter_sha256": digest, "base": str(base_path.resolve()), "base_size": stat.st_size,
-            "base_mtime_ns": stat.st_mtime_ns, "merger": MERGER_VERSION}
+    stamp: dict[str, object] = {"adapter_sha256": digest, "merger": MERGER_VERSION}
+    for key, path in (("base", base_path), ("served", served)):
+        if path is not None:
+            stat = path.stat()
+            stamp |= {key: str(path.resolve()), f"{key}_size": stat.st_size, f"{key}_mtime_ns": stat.st_mtime_ns}
+    return stamp
 
 
-def ensure_merged(base_path: Path, lora_path: Path, cancelled: Callable[[], bool] = _never) -> Path:
-    """The merged model for this adapter GGUF, written beside it now unless a cached one matches."""
+def ensure_merged(base_path: Path, lora_path: Path, cancelled: Callable[[], bool] = _never,
+                  served: Path | None = None) -> Path:
+    """The merged model for this adapter GGUF, written beside it now unless a cached one matches
+    (`served`: see `merge_adapter`)."""
+    served = None if served == base_path else served
     folder = lora_path.parent
     out, stamp_path = folder / MERGED_NAME, folder / STAMP_NAME
     try:
-        stamp = _stamp(base_path, lora_path)
+        stamp = _stamp(base_path, lora_path, served)
     except OSError as exc:
         raise AdapterError(f"Cannot read {exc.filename} to merge the adapter: {exc.strerror}.") from None
     if is_current(out, stamp_path, stamp):
@@ -146,7 +159,7 @@ def ensure_merged(base_path: Path, lora_path: Path, cancelled: Callable[[], bool
         raise AdapterError(f"Not enough disk space to merge the adapter in {folder}: {free >> 20} MiB free, "
                            f"about {need >> 20} MiB needed.")
     return write_stamped(out, stamp_path, stamp, lambda partial: merge_adapter(base_path, lora_path, partial,
-                                                                               cancelled), "merged model")
+                                                                               cancelled, served), "merged model")
 
 
 def remove_merged(folder: Path) -> None:

@@ -34,12 +34,14 @@ class MergedLane:
     source: Path  # the adapter's GGUF, whose folder holds the merged file
 
 
-def build_lane(base: GgufModel, name: str, adapter: Any, lora_gguf: Path, *, threads: int,
+def build_lane(base: GgufModel, source: Path, name: str, adapter: Any, lora_gguf: Path, *, threads: int,
                gpu: bool, cancelled: Callable[[], bool]) -> MergedLane:
     """Merge (or reuse the cached merge) and load it with the base's context shape. Takes seconds
-    to tens of seconds of CPU: run it on a thread of its own, never the worker or the event loop."""
+    to tens of seconds of CPU: run it on a thread of its own, never the worker or the event loop.
+    `source` is the published file `base` serves (or its Q8_0 copy, `cpu_weights`): the merge
+    starts from the published weights, whose grid `lora_merge` relies on."""
     started = time.perf_counter()
-    path = ensure_merged(base.path, lora_gguf, cancelled)
+    path = ensure_merged(source, lora_gguf, cancelled, served=base.path)
     model = GgufModel(path, n_seq=base.n_seq, ctx_per_seq=base.ctx_per_seq, threads=threads, gpu=gpu,
                       n_batch=base.n_batch)
     logger.info("Adapter %s merged into a copy of the weights in %.1f s: it now decodes at the base's speed",
@@ -47,14 +49,15 @@ def build_lane(base: GgufModel, name: str, adapter: Any, lora_gguf: Path, *, thr
     return MergedLane(name, adapter, model, lora_gguf)
 
 
-def merge_in_background(base: GgufModel, name: str, adapter: Any, lora_gguf: Path, *, threads: int, gpu: bool,
+def merge_in_background(base: GgufModel, source: Path, name: str, adapter: Any, lora_gguf: Path, *, threads: int,
+                        gpu: bool,
                         install: Callable[[MergedLane], Future[bool]], closed: Callable[[], bool]) -> threading.Thread:
     """Build the lane on a thread and hand it to `install` (which runs on the engine's worker and
     answers False for a lane superseded meanwhile); a lane nobody took is closed. A merge that
     fails leaves the adapter on the run-time path, which is slower but answers the same."""
     def work() -> None:
         try:
-            lane = build_lane(base, name, adapter, lora_gguf, threads=threads, gpu=gpu, cancelled=closed)
+            lane = build_lane(base, source, name, adapter, lora_gguf, threads=threads, gpu=gpu, cancelled=closed)
         except MergeCancelled:
             return
         except (AdapterError, ModelNotAvailableError) as exc:
@@ -84,10 +87,11 @@ class Lanes:
         self.retired: list[MergedLane] = []
         self._merges: list[threading.Thread] = []
 
-    def start_merge(self, base: GgufModel, name: str, adapter: Any, lora_gguf: Path, *, threads: int, gpu: bool,
+    def start_merge(self, base: GgufModel, source: Path, name: str, adapter: Any, lora_gguf: Path, *, threads: int,
+                    gpu: bool,
                     install: Callable[[MergedLane], Future[bool]], closed: Callable[[], bool]) -> None:
         self._merges = [thread for thread in self._merges if thread.is_alive()] + [merge_in_background(
-            base, name, adapter, lora_gguf, threads=threads, gpu=gpu, install=install, closed=closed)]
+            base, source, name, adapter, lora_gguf, threads=threads, gpu=gpu, install=install, closed=closed)]
 
     def replace(self, lane: MergedLane | None) -> None:
         if self.current is not None:
