@@ -39,7 +39,7 @@ def measure(name: str, models_dir: Path, threads: int, unified: bool) -> dict[st
     return measure_file(path, threads, unified)
 
 
-def measure_file(path: Path, threads: int, unified: bool = False) -> dict[str, float]:
+def measure_file(path: Path, threads: int, unified: bool = False, thread_wait: str = "brief") -> dict[str, float]:
     """Median seconds of one decode step with n sequences, for each n in SIZES (and the seconds
     the 8 prompts' joint prefill took, once).
 
@@ -49,7 +49,7 @@ def measure_file(path: Path, threads: int, unified: bool = False) -> dict[str, f
     from assistant.llm import gguf_runtime
     from assistant.llm.sequence_slots import tokens_per_sequence
 
-    gguf_runtime.set_thread_wait("passive")  # as the engine bench runs both llama.cpp rows
+    gguf_runtime.set_thread_wait(thread_wait)  # the product's default (model.thread_wait), as the engine bench
     model = gguf_runtime.GgufModel(path, n_seq=sum(SIZES),
                                    ctx_per_seq=tokens_per_sequence(CONTEXT_TOKENS), threads=threads, unified_kv=unified)
     prompt = model.tokenize("The history of the city begins in the ninth century, when traders from the "
@@ -85,7 +85,7 @@ def main() -> None:
         return
     lines = [f"One `llama_decode` of one new token in each of n sequences (40-token prompts, median of "
              f"{STEPS - 4} steps after 4 warm-up steps, the sizes taking turns), {args.threads} threads, OpenMP "
-             f"wait passive, the context `LlamaCppEngine` makes (model.context_tokens = {CONTEXT_TOKENS}). Ceiling(n) = n x t(1) / t(n): the aggregate speed-up "
+             f"wait brief (model.thread_wait), the context `LlamaCppEngine` makes (model.context_tokens = {CONTEXT_TOKENS}). Ceiling(n) = n x t(1) / t(n): the aggregate speed-up "
              "batching could give if sampling and everything else around the forward pass were free.", "",
              "| model | KV layout | step ms, n=1 | n=4 | n=8 | ceiling at 4 | ceiling at 8 |",
              "|---|---|---|---|---|---|---|"]

@@ -21,12 +21,9 @@ logger = logging.getLogger(__name__)
 
 def cpu_supports_bf16() -> bool:
     """True when the CPU has native bf16 (AVX512-BF16 or AMX): bf16 is then ~1.6x faster to decode."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as handle:
-            flags = handle.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    from assistant.cpu_features import cpu_flags
+
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
 def choose_device(requested: str, *, cuda_available: bool) -> str:

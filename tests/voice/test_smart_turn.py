@@ -78,3 +78,22 @@ def test_finished_questions_are_complete_and_mid_sentence_pauses_are_not(model: 
         unfinished[first] = model.probability(np.concatenate([audio[:cut], TAIL]))
     assert all(p > 0.5 for p in complete.values()), complete
     assert all(p < 0.5 for p in unfinished.values()), unfinished
+
+
+def test_our_session_hears_what_onnxruntimes_precise_int8_kernel_hears(model: SmartTurn, speech: SpeechService,
+                                                                      repo_config: Any) -> None:
+    """The precise kernel is asked for only on CPUs without VNNI (it costs ~50 % more time): on
+    VNNI CPUs the fast kernel must give the very same probabilities."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.x64quantprecision", "1")
+    precise = ort.InferenceSession(str(smart_turn_path(repo_config.storage.models_dir)), sess_options=options,
+                                   providers=["CPUExecutionProvider"])
+    first, rest = UNFINISHED[3]
+    audio, cut = piper_paused(speech, first, rest, 0.8)
+    for clip in (np.concatenate([piper(speech, COMPLETE[0]), TAIL]), np.concatenate([audio[:cut], TAIL])):
+        features = log_mel(model_window(clip))[None, :, :]
+        (logits,) = precise.run(None, {"input_features": features})
+        assert model.probability(clip) == pytest.approx(float(np.asarray(logits).reshape(-1)[0]), abs=1e-6)
