@@ -114,7 +114,7 @@ class VoiceConfig:
     turn_check_ms: int = opt(200, lo=20, hi=5000)
     max_pause_ms: int = opt(1600, lo=200, hi=10000)
     text_turn_threshold: float = opt(0.005, lo=0.0, hi=1.0)
-    text_turn_confident: float = opt(0.5, lo=0.0, hi=1.0)
+    text_turn_confident: float = opt(0.2, lo=0.0, hi=1.0)
     vad: str = opt("webrtc", choices=("webrtc", "silero"))
     vad_aggressiveness: int = opt(2, lo=0, hi=3)
     end_of_speech_db: float = opt(40.0, lo=0.0, hi=90.0)

@@ -106,7 +106,8 @@ class VoiceDialog:
         self.barge_ins = 0
         self.discarded = 0
         self.unanswered = 0  # finished utterances the answer policy (or a failure) left unanswered
-        self.verdicts: list[tuple[float, str, bool]] = []  # (P(complete), transcript, ended) per turn check
+        # (Smart Turn's P(complete), None when the words decided alone; transcript; ended) per turn check
+        self.verdicts: list[tuple[float | None, str, bool]] = []
         self.false_alarms = 0  # barge-ins that were a backchannel or a cough: the answer went on
 
     @property
@@ -282,21 +283,26 @@ class VoiceDialog:
         latency): Smart Turn hears intonation, and a synthetic or flat voice can end
         "What is the capital of" on a falling pitch; a dangling last word, or words the chat model
         would not end there ("Which season comes"), still mean "wait".
+        The words are read first, and Smart Turn is asked only when they leave the verdict open:
+        on 2 cores its ~75 ms of CPU would otherwise slow the answer's first words.
         A lone word or a backchannel waits until SHORT_TURN_PAUSE_S of silence (`quiet` is the
         silence so far); speech going on meanwhile cancels this task (RESUMED). True when judging
         is over: the turn ended, or the turn model failed (then max_pause_ms ends it)."""
         assert self.judge_turn is not None
         asked = self.clock()
+        p: float | None = None
         try:
-            p = attempt.timing.turn_probability = await self.judge_turn(audio)
             await attempt.decided.wait()
+            complete = False if sounds_unfinished(attempt.text) else self._words_decide(
+                await self._words_probability(attempt), quiet)
+            if complete is None:
+                p = attempt.timing.turn_probability = await self.judge_turn(audio)
+                complete = p > self.turn_threshold
         except asyncio.CancelledError:
             raise
         except Exception:  # the silence timer (max_pause_ms) still ends the turn
             logger.exception("turn model failed")
             return True
-        complete = not sounds_unfinished(attempt.text) and await self._words_say_finished(
-            attempt, sounds_finished=p > self.turn_threshold, quiet=quiet)
         self.verdicts.append((p, attempt.text, complete))
         if complete and needs_longer_pause(attempt.text):
             await asyncio.sleep(max(0.0, SHORT_TURN_PAUSE_S - quiet - (self.clock() - asked)))
@@ -304,21 +310,23 @@ class VoiceDialog:
             self.end_turn(attempt.user_id, attempt.speech_end)
         return complete
 
-    async def _words_say_finished(self, attempt: _Attempt, *, sounds_finished: bool, quiet: float) -> bool:
-        """The chat model's reading of the words, with what the audio said.
+    def _words_decide(self, q: float | None, quiet: float) -> bool | None:
+        """The verdict the words give whatever the audio says, or None when the audio decides.
 
-        Sounds finished: the words must not read unfinished ("Which season comes" does, whatever
-        the pitch did). Sounds unfinished: words that read clearly finished (`words_confident`)
-        end the turn anyway at the last check (`confident_pause_s` of silence), not after
+        Words the chat model would not end there (below `words_threshold`: "Which season comes",
+        whatever the pitch did) mean "wait" (a dangling last word does, before any model is asked). Words it
+        reads surely finished (`words_confident`) end the turn at the last check
+        (`confident_pause_s` of silence) even where the audio sounds unfinished, not after
         max_pause_ms: Smart Turn hears flat or accented voices' finished questions as unfinished
         (half of the espeak-ng questions in the voice bench waited the full 1.6 s). Without a
         reading (no judge, a failure, "cannot tell") the audio decides."""
-        q = await self._words_probability(attempt)
         if q is None:
-            return sounds_finished
-        if sounds_finished:
-            return q >= self.words_threshold
-        return 0 < self.words_confident <= q and quiet >= self.confident_pause_s - 1e-9
+            return None
+        if q < self.words_threshold:
+            return False
+        if 0 < self.words_confident <= q and quiet >= self.confident_pause_s - 1e-9:
+            return True
+        return None
 
     async def _words_probability(self, attempt: _Attempt) -> float | None:
         """P(the words are a finished message), asked once per transcript."""

@@ -160,9 +160,11 @@ async def test_the_turn_model_ends_a_turn_only_when_it_sounds_and_reads_finished
     rig.event(Event.PAUSED)
     rig.dialog.on_event(SpeechEvent(1, Event.CHECK, 1.2, 0.0, 1.0, np.zeros(4800, np.float32)))
     await settle()
-    assert judged == [4800], "the model hears the utterance with its trailing silence"
+    dangling = text.endswith(" of")  # the words trail off: no model is asked
+    assert judged == ([] if dangling else [4800]), "the model hears the utterance with its trailing silence"
     assert ended == ([(1, 1.0)] if ends else [])
-    assert rig.dialog.verdicts == [(p, text, ends)] and not rig.spoken, "nothing plays before ENDED"
+    assert rig.dialog.verdicts == [(None if dangling else p, text, ends)] and not rig.spoken, \
+        "nothing plays before ENDED"
 
 
 def words_rig(text: str, p: float, words: Callable[[str], Awaitable[float | None]]) -> tuple[Rig, list[tuple[int, float]]]:
@@ -203,7 +205,8 @@ async def test_words_the_chat_model_would_not_end_keep_the_turn_open(q: float | 
     await check(rig, 1.2, 1.4)  # the second check (400 ms) reuses the first reading of the same words
     assert asked == ["Which season comes."]
     assert set(ended) == ({(1, 1.0)} if ends else set())  # (the rig's receiver does not end it: asked again)
-    assert rig.dialog.verdicts[-1] == (0.97, "Which season comes.", ends)
+    # the words alone decide a veto: Smart Turn is then not asked (None)
+    assert rig.dialog.verdicts[-1] == (None if q == 0.001 else 0.97, "Which season comes.", ends)
 
 
 @pytest.mark.parametrize(("q", "ends_at_last_check"), [(0.8, True), (0.3, False), (None, False)])
@@ -223,6 +226,34 @@ async def test_words_that_read_clearly_finished_end_a_flat_sounding_turn_at_the_
     assert ended == [] and len(asked) == 1
     await check(rig, 1.8)
     assert ended == ([(1, 1.0)] if ends_at_last_check else []) and len(asked) == 1
+
+
+@pytest.mark.parametrize(("text", "q", "at", "ends"), [
+    ("What is the capital of", 0.9, 1.2, False),  # a dangling last word: no model is asked
+    ("Which season comes", 0.001, 1.2, False),  # the words veto whatever the audio says
+    ("How many legs does a spider have?", 0.8, 1.8, True),  # surely finished, at the last check
+])
+async def test_smart_turn_is_not_asked_when_the_words_decide(text: str, q: float, at: float, ends: bool) -> None:
+    """On 2 cores Smart Turn's ~75 ms of CPU slows the answer's first words; where its verdict
+    could not change the outcome it is not run."""
+    judged: list[int] = []
+    asked: list[str] = []
+
+    async def words(words_text: str) -> float | None:
+        asked.append(words_text)
+        return q
+
+    rig, ended = words_rig(text, 0.5, words)
+
+    async def judge(audio: np.ndarray) -> float:
+        judged.append(len(audio))
+        return 0.5
+
+    rig.dialog.judge_turn = judge
+    await check(rig, at)
+    assert judged == [] and ended == ([(1, 1.0)] if ends else [])
+    assert asked == ([] if text.endswith(" of") else [text])
+    assert rig.dialog.verdicts == [(None, text, ends)]
 
 
 async def test_a_check_that_comes_while_the_words_are_read_is_not_lost() -> None:
