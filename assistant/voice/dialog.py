@@ -241,6 +241,11 @@ class VoiceDialog:
             attempt.decided.set()
             if not attempt.answering:
                 return
+            if self.judge_turn is not None and attempt.timing.speculative and not sounds_unfinished(text):
+                # The words' reading (a short prefill on the same chat model) goes before the answer:
+                # asked after the first token, it stalled the answer's first words on 2 cores, and
+                # the turn's verdict, usually the words' alone, is then ready when the answer begins.
+                await self._words_probability(attempt)
             async for delta in self.answer(text, attempt.user_id):
                 if attempt.timing.first_token is None:
                     attempt.timing.first_token = self.clock()

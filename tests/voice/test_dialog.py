@@ -256,6 +256,35 @@ async def test_smart_turn_is_not_asked_when_the_words_decide(text: str, q: float
     assert rig.dialog.verdicts == [(None, text, ends)]
 
 
+async def test_the_words_are_read_before_the_answer_begins() -> None:
+    """Read after the answer's first token, the words' prefill stalled the answer's next words on
+    2 cores; read first, the verdict is ready when the answer begins (model mode only)."""
+    order: list[str] = []
+
+    async def words(text: str) -> float | None:
+        order.append("words")
+        return 0.9
+
+    rig, ended = words_rig("How many legs does a spider have?", 0.9, words)
+    answer = rig.answer
+
+    async def recorded(text: str, user_id: int) -> AsyncIterator[str]:
+        order.append("answer")
+        async for delta in answer(text, user_id):
+            yield delta
+
+    rig.dialog.answer = recorded
+    await settle()  # PAUSED came in words_rig: recognition, the words, then the answer
+    await check(rig, 1.2)
+    assert order == ["words", "answer"] and ended == [(1, 1.0)]
+    silence = Rig()  # end_of_turn = "silence": no turn model, no reading of the words
+    silence.dialog.judge_words = words
+    order.clear()
+    silence.event(Event.PAUSED)
+    await settle()
+    assert silence.asked and "words" not in order
+
+
 async def test_a_check_that_comes_while_the_words_are_read_is_not_lost() -> None:
     """Under load the words' reading comes back after the 400 and 800 ms checks were due: the
     latest check is judged once the reading is in, so the turn ends then, not at max_pause_ms."""
@@ -271,7 +300,8 @@ async def test_a_check_that_comes_while_the_words_are_read_is_not_lost() -> None
     gate.set()
     await settle()
     assert ended == [(1, 1.0)]
-    assert [v[2] for v in rig.dialog.verdicts] == [False, True], "the 200 ms check, then the latest one"
+    # the answer (and so the judging) waits for the words: only the latest check is judged
+    assert [v[2] for v in rig.dialog.verdicts] == [True]
 
 
 async def test_a_failing_words_check_trusts_the_audio() -> None:
