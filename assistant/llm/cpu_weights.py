@@ -14,7 +14,8 @@ Not on a GPU: there memory, not unpacking, is the limit, and CUDA has fast K-qua
 A file whose matrices are all Q8_0 or finer already (F16, BF16) is served as it is.
 
 The copy is cached beside the published file with a stamp naming it (path, size, modification
-time), so it is redone when that file changes; it is written through a partial file. Where the
+time), so it is redone when that file changes; it is written through a partial file
+(`stamped_file`, as merged adapters are). Where the
 folder is read-only or the disk too full, the published file is served and the log says why.
 """
 
@@ -28,6 +29,7 @@ import time
 from pathlib import Path
 
 from assistant.errors import ModelNotAvailableError
+from assistant.llm.stamped_file import is_current, write_stamped
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +37,10 @@ CPU_WEIGHTS = ("q8_0", "published")  # model.cpu_weights
 COPY_VERSION = 1
 # Tensor types that need no copy: Q8_0 and the unquantized ones.
 _FINE = frozenset({"F32", "F16", "BF16", "F64", "Q8_0", "I8", "I16", "I32", "I64"})
+
+
+class _CopyNotWritten(ModelNotAvailableError):
+    """The folder could not take the copy: the published file is served instead."""
 
 
 def copy_path(source: Path) -> Path:
@@ -78,8 +84,6 @@ def _quantize(source: Path, out: Path, threads: int) -> None:
 
 def weights_to_serve(source: Path, choice: str = "q8_0", *, gpu: bool = False, threads: int = 0) -> Path:
     """The GGUF the llama.cpp engine should load for `source` (see the module docstring)."""
-    import json
-
     if choice not in CPU_WEIGHTS:
         raise ValueError(f"unknown model.cpu_weights {choice!r}; choose one of {', '.join(CPU_WEIGHTS)}")
     from assistant.llm.gguf_runtime import check_gguf_file
@@ -90,31 +94,21 @@ def weights_to_serve(source: Path, choice: str = "q8_0", *, gpu: bool = False, t
     out = copy_path(source)
     stamp_path = out.with_name(out.name + ".json")
     stamp = _stamp(source)
-    try:
-        if json.loads(stamp_path.read_text(encoding="utf-8")) == stamp and out.is_file():
-            return out
-    except (OSError, ValueError):
-        pass
+    if is_current(out, stamp_path, stamp):
+        return out
     need = source.stat().st_size * 2
     free = shutil.disk_usage(source.parent).free
     if free < need:
         logger.warning("Serving %s as published (slower on a CPU): its Q8_0 copy needs ~%d MB free in %s, "
                        "%d MB are (model.cpu_weights)", source, need >> 20, source.parent, free >> 20)
         return source
-    partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
     started = time.perf_counter()
     logger.info("Making a Q8_0 copy of %s for the CPU (once; model.cpu_weights)", source)
     try:
-        _quantize(source, partial, threads or os.cpu_count() or 1)
-        partial.replace(out)
-        tmp = stamp_path.with_name(f".{stamp_path.name}.{os.getpid()}.partial")
-        tmp.write_text(json.dumps(stamp) + "\n", encoding="utf-8")
-        tmp.replace(stamp_path)
-    except OSError as exc:
-        logger.warning("Serving %s as published (slower on a CPU): could not write its Q8_0 copy in %s: %s",
-                       source, source.parent, exc.strerror or exc)
+        write_stamped(out, stamp_path, stamp, lambda partial: _quantize(source, partial, threads or os.cpu_count() or 1),
+                      "Q8_0 copy", error=_CopyNotWritten)
+    except _CopyNotWritten as exc:
+        logger.warning("Serving %s as published (slower on a CPU): %s", source, exc)
         return source
-    finally:
-        partial.unlink(missing_ok=True)
     logger.info("Q8_0 copy ready in %.1f s: %s", time.perf_counter() - started, out)
     return out

@@ -10,10 +10,10 @@ Why the merged matrices are Q8_0 and not the base's own types: the base's Q5_0/Q
 sit exactly on their quantization grid, so requantizing base + delta to the same type rounds a
 small LoRA delta back to the base weight. Q8_0's grid is 8x finer than Q5_0's, its AVX2 dot product
 is ggml's cheapest, and the merged model measured the base's speed. Tensors without a LoRA are
-copied byte for byte, from the copy
-the engine serves (the Q8_0 copy of `cpu_weights` on a CPU). A matrix the base already stores as Q8_0 or finer (the default model keeps
-half its attn_v in Q8_0), and a row length Q8_0 cannot block (not a multiple of 32), are stored as
-F16: requantizing Q8_0 + delta to Q8_0 would lose the delta the same way.
+copied byte for byte from the file the engine serves (on a CPU the Q8_0 copy of `cpu_weights`).
+A matrix the base already stores as Q8_0 or finer (the default model keeps half its attn_v in
+Q8_0), and a row length Q8_0 cannot block (not a multiple of 32), are stored as F16: requantizing
+Q8_0 + delta to Q8_0 would lose the delta the same way.
 
 The merged file is cached beside the adapter's GGUF with a stamp naming the adapter file's sha256
 and the base file (path, size, modification time), so it is redone when either changes, and it

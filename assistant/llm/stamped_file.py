@@ -9,10 +9,11 @@ that a later start would trust.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
-from assistant.errors import AdapterError
+from assistant.errors import AdapterError, AssistantError
 
 
 def is_current(out: Path, stamp_path: Path, stamp: dict[str, object]) -> bool:
@@ -24,17 +25,19 @@ def is_current(out: Path, stamp_path: Path, stamp: dict[str, object]) -> bool:
 
 
 def write_stamped(out: Path, stamp_path: Path, stamp: dict[str, object], write: Callable[[Path], None],
-                  what: str) -> Path:
-    """Make `out` with `write(partial_path)`, then rename it into place and record its stamp."""
-    partial = out.with_name(f".{out.name}.partial")
+                  what: str, error: type[AssistantError] = AdapterError) -> Path:
+    """Make `out` with `write(partial_path)`, then rename it into place and record its stamp; a
+    failure to write raises `error`. The partial files are named per process, so two processes
+    making the same file at once never write into each other's."""
+    partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
     try:
         write(partial)
         partial.replace(out)
-        tmp = stamp_path.with_name(f".{stamp_path.name}.partial")
+        tmp = stamp_path.with_name(f".{stamp_path.name}.{os.getpid()}.partial")
         tmp.write_text(json.dumps(stamp) + "\n", encoding="utf-8")
         tmp.replace(stamp_path)
     except OSError as exc:
-        raise AdapterError(f"Could not write the {what} into {out.parent}: {exc.strerror}.") from None
+        raise error(f"Could not write the {what} into {out.parent}: {exc.strerror or exc}.") from None
     finally:
         partial.unlink(missing_ok=True)
     return out
