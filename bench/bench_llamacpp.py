@@ -5,7 +5,8 @@
 Writes bench/results/llamacpp.md. For each model and engine, in its own process (so peak RSS
 is that engine's alone), one after another in one run: prefill tok/s, batch-1 decode tok/s,
 time to first token at the 20th turn of a conversation, aggregate tok/s with 1, 4 and 8
-concurrent requests, peak RSS. Plain llama-cpp-python (`Llama.create_chat_completion`) serves
+concurrent requests (for our engines, 8 concurrent against the same prompts one at a time in
+alternating rounds), peak RSS. Plain llama-cpp-python (`Llama.create_chat_completion`) serves
 one request at a time, so its "concurrent" figure is requests queued one after another.
 """
 
@@ -38,7 +39,8 @@ def chat(prompt: str) -> list[dict[str, str]]:
 
 # ----- our engines (llama.cpp and transformers share the ChatBackend contract) -----
 
-async def run_ours(kind: str, name: str, models_dir: Path, tokens: int, cpu_weights: str) -> dict[str, Any]:
+async def run_ours(kind: str, name: str, models_dir: Path, tokens: int, cpu_weights: str,
+                   rounds: int) -> dict[str, Any]:
     from assistant.conversation import Conversation
     from assistant.llm.base import GenerationOptions
 
@@ -61,18 +63,24 @@ async def run_ours(kind: str, name: str, models_dir: Path, tokens: int, cpu_weig
     for _ in range(3):
         await engine.complete(chat(LONG), GenerationOptions(max_new_tokens=1))
         prefill.append(engine.stats[-1].prompt_tokens / engine.stats[-1].first_token_s)
-    decode, serial_tokens, start = [], 0, time.perf_counter()
-    for prompt in PROMPTS:
-        await engine.complete(chat(prompt), opts)
-        s = engine.stats[-1]
-        serial_tokens += s.completion_tokens
-        decode.append((s.completion_tokens - 1) / (s.total_s - s.first_token_s))
-    serial = serial_tokens / (time.perf_counter() - start)
-    concurrent = {}
-    for n in (1, 4, 8):
+    async def concurrently(n: int) -> float:
         before, start = len(engine.stats), time.perf_counter()
         await asyncio.gather(*[engine.complete(chat(PROMPTS[i % len(PROMPTS)]), opts) for i in range(n)])
-        concurrent[n] = sum(s.completion_tokens for s in engine.stats[before:]) / (time.perf_counter() - start)
+        return sum(s.completion_tokens for s in engine.stats[before:]) / (time.perf_counter() - start)
+
+    # Serial and 8 concurrent take turns, `rounds` times: other tenants' load comes and goes within
+    # seconds here, so a ratio is only fair between measurements taken side by side.
+    decode, serials, ratios = [], [], []
+    for _ in range(rounds):
+        serial_tokens, start = 0, time.perf_counter()
+        for prompt in PROMPTS:
+            await engine.complete(chat(prompt), opts)
+            s = engine.stats[-1]
+            serial_tokens += s.completion_tokens
+            decode.append((s.completion_tokens - 1) / (s.total_s - s.first_token_s))
+        serials.append(serial_tokens / (time.perf_counter() - start))
+        ratios.append(await concurrently(8) / serials[-1])
+    concurrent = {n: await concurrently(n) for n in (1, 4, 8)}
     await engine.aclose()
     engine = make(prefix=True)
     talk = Conversation(engine, system_prompt=SYSTEM, context_tokens=4096, reply_tokens=32)
@@ -83,8 +91,8 @@ async def run_ours(kind: str, name: str, models_dir: Path, tokens: int, cpu_weig
         pass
     late = engine.stats[-1]
     await engine.aclose()
-    return {"prefill": max(prefill), "decode": statistics.median(decode), "serial": serial,
-            "concurrent": concurrent, "late_first_token_s": late.first_token_s, "late_prompt": late.prompt_tokens,
+    return {"prefill": max(prefill), "decode": statistics.median(decode), "serial": statistics.median(serials),
+            "ratios": ratios, "concurrent": concurrent, "late_first_token_s": late.first_token_s, "late_prompt": late.prompt_tokens,
             "rss": peak_rss_mb()}
 
 
@@ -133,6 +141,13 @@ def run_plain(name: str, models_dir: Path, tokens: int, threads: int, cpu_weight
             "concurrent": {1: serial, 4: serial, 8: serial}, "late_first_token_s": late, "rss": peak_rss_mb()}
 
 
+def own_serial(result: dict[str, Any]) -> str:
+    """8 concurrent against one at a time: the median of the rounds' ratios, and their range."""
+    ratios = result.get("ratios") or [result["concurrent"]["8"] / result["serial"]]
+    spread = f" ({min(ratios):.2f}-{max(ratios):.2f})" if len(ratios) > 1 else ""
+    return f"{statistics.median(ratios):.2f}{spread}"
+
+
 def one(args: argparse.Namespace) -> None:
     kind, name = args.one
     if kind != "transformers":  # the same thread wait for ours and plain llama-cpp-python
@@ -144,7 +159,7 @@ def one(args: argparse.Namespace) -> None:
     elif kind == "plain-served":
         result = run_plain(name, args.models_dir, args.tokens, args.threads, args.cpu_weights)
     else:
-        result = asyncio.run(run_ours(kind, name, args.models_dir, args.tokens, args.cpu_weights))
+        result = asyncio.run(run_ours(kind, name, args.models_dir, args.tokens, args.cpu_weights, args.rounds))
     report(result)
 
 
@@ -152,6 +167,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3, help="serial / 8-concurrent pairs for our engines")
     parser.add_argument("--thread-wait", default="brief", choices=("brief", "passive", "active"))
     parser.add_argument("--models", nargs="+", default=["smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct"])
     parser.add_argument("--engines", nargs="+", default=["llama.cpp", "plain-served", "plain", "transformers"])
@@ -173,7 +189,8 @@ def main() -> None:
              "engine in its own process, one after another in this run. Ours serves model.cpu_weights = "
              f"{args.cpu_weights!r}. 'x plain': decode against plain llama-cpp-python on the same file as ours; "
              "'x published': against plain llama-cpp-python on the published file. 'late first token': the "
-             "21st prompt of a 20-turn conversation (prefix reuse on).", "",
+             "21st prompt of a 20-turn conversation (prefix reuse on). '8 conc. x own serial': the 8 prompts one after "
+             f"another, then all 8 at once, {args.rounds} times in turn; the median ratio (and range).", "",
              "| model | engine | prefill tok/s | decode tok/s (batch 1) | x plain | x published | late first token s | "
              "1 concurrent tok/s | 4 concurrent | 8 concurrent | 8 conc. x own serial | peak RSS MB |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -184,7 +201,7 @@ def main() -> None:
                     and model not in args.transformers_models:
                 continue
             result, stderr = run_child(__file__, "--one", engine, model, "--tokens", str(args.tokens),
-                                       "--threads", str(args.threads), "--thread-wait", args.thread_wait,
+                                       "--threads", str(args.threads), "--rounds", str(args.rounds), "--thread-wait", args.thread_wait,
                                        "--cpu-weights", args.cpu_weights,
                                        "--models-dir", str(args.models_dir))
             if result is None:
@@ -198,7 +215,7 @@ def main() -> None:
             lines.append(f"| {model} | {label[engine]} | {r['prefill']:.0f} | {r['decode']:.1f} | "
                          f"{r['decode'] / plain if plain else float('nan'):.2f} | "
                          f"{r['decode'] / published if published else float('nan'):.2f} | {r['late_first_token_s']:.2f} | "
-                         f"{c['1']:.1f} | {c['4']:.1f} | {c['8']:.1f} | {c['8'] / r['serial']:.2f} | {r['rss']:.0f} |")
+                         f"{c['1']:.1f} | {c['4']:.1f} | {c['8']:.1f} | {own_serial(r)} | {r['rss']:.0f} |")
     print(write_results("llamacpp", "llama.cpp engine benchmark", lines).read_text())
 
 

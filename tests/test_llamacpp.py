@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -144,6 +145,35 @@ async def test_requests_joining_mid_generation_still_match(engine) -> None:  # t
         return await engine.complete(ask(QUESTIONS[i]), options)
 
     assert await asyncio.gather(*[late(i) for i in range(3)]) == alone
+
+
+async def test_requests_arriving_together_are_prefilled_in_one_batch(engine) -> None:  # type: ignore[no-untyped-def]
+    """Eight prompts that arrive together cost one prefill, not eight in a row, and answer as
+    they do alone."""
+    options = GenerationOptions(max_new_tokens=12)
+    alone = [await engine.complete(ask(q), options) for q in QUESTIONS]
+    calls: list[list[int]] = []  # per llama.cpp batch: the token count of each row
+    decode = engine.model.decode
+
+    def recording(rows):  # type: ignore[no-untyped-def]
+        calls.append([len(tokens) for _, tokens, _, _ in rows])
+        return decode(rows)
+
+    gate = threading.Event()
+    engine.model.decode = recording
+    try:
+        engine._control(lambda: gate.wait(30))  # hold the worker until all eight are queued
+        tasks = [asyncio.create_task(engine.complete(ask(q), options)) for q in QUESTIONS]
+        while engine._inbox.qsize() < len(QUESTIONS):
+            await asyncio.sleep(0.01)
+        gate.set()
+        together = await asyncio.gather(*tasks)
+    finally:
+        gate.set()
+        del engine.model.decode
+    assert list(together) == alone
+    prefills = [rows for rows in calls if max(rows) > 1]
+    assert len(prefills) == 1 and len(prefills[0]) == len(QUESTIONS), calls
 
 
 async def test_the_end_of_turn_probe_reads_unfinished_words_beside_running_answers(engine) -> None:  # type: ignore[no-untyped-def]

@@ -297,7 +297,10 @@ class LlamaCppEngine(WorkerEngine[_Request]):
             block = False
 
     def _admit_waiting(self, waiting: list[_Request]) -> None:
-        """Admit, in arrival order, the waiting requests whose model has a free sequence."""
+        """Admit, in arrival order, the waiting requests whose model has a free sequence, and
+        prefill them together: one llama.cpp batch carries every new prompt of one model and
+        adapter, so eight requests arriving at once cost one prefill, not eight in a row."""
+        admitted: dict[tuple[int, int], list[_Request]] = {}
         for req in list(waiting):
             if req.cancelled:
                 waiting.remove(req)
@@ -307,15 +310,27 @@ class LlamaCppEngine(WorkerEngine[_Request]):
                 continue
             waiting.remove(req)
             try:
-                self._admit(req, model)
+                self._place(req, model)
             except Exception as exc:  # noqa: BLE001 - reported to that caller, the engine goes on
-                logger.exception("Prefill failed")
-                self._release(req, failed=True)
-                req.deliver("error", exc if isinstance(exc, GenerationError)
-                            else GenerationError(f"Generation failed: {exc}"))
+                self._fail(req, exc)
+                continue
+            admitted.setdefault((id(model), id(req.adapter)), []).append(req)
+        for group in admitted.values():
+            try:
+                self._prefill(group)
+            except Exception as exc:  # noqa: BLE001
+                for req in group:
+                    self._fail(req, exc)
+        if admitted:
+            self._retire()
 
-    def _admit(self, req: _Request, model: GgufModel) -> None:
-        """Prefill what the chosen sequence does not already hold, and take the first token."""
+    def _fail(self, req: _Request, exc: Exception) -> None:
+        logger.exception("Prefill failed")
+        self._release(req, failed=True)
+        req.deliver("error", exc if isinstance(exc, GenerationError) else GenerationError(f"Generation failed: {exc}"))
+
+    def _place(self, req: _Request, model: GgufModel) -> None:
+        """Give the request a sequence, cut after the prefix it can reuse."""
         limit = self.model.ctx_per_seq - 1
         if len(req.prompt) >= limit:
             raise GenerationError(f"The prompt is {len(req.prompt)} tokens; this model takes at most {limit} "
@@ -329,18 +344,30 @@ class LlamaCppEngine(WorkerEngine[_Request]):
         req.slot, req.cached_tokens = slot, reuse
         self.reused_tokens += reuse
         self._running.append(req)
-        self._bind(model, req.adapter)
-        rest = req.prompt[reuse:]
-        index = -1
-        for start in range(0, len(rest), model.n_batch):
-            chunk = rest[start:start + model.n_batch]
-            last = start + len(chunk) == len(rest)
-            indices = model.decode([(slot.seq, chunk, len(slot.tokens), last)])
-            slot.tokens.extend(chunk)
-            if last:
-                index = indices[0]
-        self._take(req, index)
-        self._retire()
+
+    def _prefill(self, group: list[_Request]) -> None:
+        """Feed what the group's sequences do not hold yet, up to `n_batch` tokens per llama.cpp
+        batch, and take each request's first token once its whole prompt is in."""
+        model = group[0].placed.model
+        self._bind(model, group[0].adapter)
+        rest = {req: req.prompt[len(req.placed.tokens):] for req in group}  # never empty: pick_slot
+        while rest:
+            rows, taken, budget = [], [], model.n_batch
+            for req, tokens in rest.items():
+                if budget == 0:
+                    break
+                chunk = tokens[:budget]
+                budget -= len(chunk)
+                rows.append((req.placed.seq, chunk, len(req.placed.tokens), len(chunk) == len(tokens)))
+                taken.append(req)
+            indices = iter(model.decode(rows))
+            for req, (_, chunk, _, last) in zip(taken, rows, strict=True):
+                req.placed.tokens.extend(chunk)
+                if last:
+                    del rest[req]
+                    self._take(req, next(indices))
+                else:
+                    rest[req] = rest[req][len(chunk):]
 
     def _step(self) -> None:
         """One decode step: every running request advances one token, one batch per model and adapter."""
