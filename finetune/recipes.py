@@ -98,7 +98,7 @@ class _NoCacheTrainer:
 
 def build_sft_trainer(loaded: Any, datasets: list[Dataset], settings: FinetuneConfig, *, out: Path,
                       system_prompt: str, writer: EventWriter | None, progress: bool) -> tuple[Any, EventsCallback]:
-    from datasets import Dataset as HFDataset  # type: ignore[attr-defined]  # mypy sees ./datasets/ first
+    from datasets import Dataset as HFDataset
     from peft import get_peft_model
     from transformers import Trainer
 
@@ -121,7 +121,7 @@ def build_dpo_trainer(loaded: Any, datasets: list[Dataset], settings: FinetuneCo
                       system_prompt: str, writer: EventWriter | None, progress: bool) -> tuple[Any, EventsCallback]:
     """TRL's DPOTrainer on conversational pairs; with a LoRA adapter the reference model is the
     base with the adapter disabled, so no second copy of the weights is held."""
-    from datasets import Dataset as HFDataset  # type: ignore[attr-defined]  # mypy sees ./datasets/ first
+    from datasets import Dataset as HFDataset
     from trl import DPOConfig, DPOTrainer
 
     pairs = [p for d in datasets for p in preference_pairs(d)]

@@ -173,7 +173,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path, dtype_name: str = "bfloat16") -
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=file)
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=file, dtype=dtype)
     # A GGUF-loaded model keeps a quantizer marker; saving (and Trainer) refuse it until it goes.
-    model.hf_quantizer = None  # type: ignore[assignment]  # transformers types it as always set
+    model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.save_pretrained(out_dir, safe_serialization=True)

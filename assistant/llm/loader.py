@@ -106,7 +106,7 @@ def load_causal_lm(name: str, models_dir: Path, *, device: str = "auto", dtype: 
         model = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, dt), local_files_only=local_only)
     except OSError as exc:
         raise ModelNotAvailableError(_how_to_provision(name, str(exc).splitlines()[0])) from None
-    model.to(dev).eval()  # type: ignore[arg-type]  # transformers' decorated `to` is typed as unbound
+    model.to(dev).eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     elapsed = time.perf_counter() - start
