@@ -265,7 +265,11 @@ async def test_the_turn_model_waits_through_a_mid_sentence_pause_and_ends_a_fini
     paused, _ = piper_paused(speech, "What is the capital of", "France?", 0.8)
     finished = await said(speech, "How many legs does a spider have?")
     season, _ = piper_paused(speech, "Which season comes", "after the winter?", 0.8)
-    async with in_call(tmp_path, repo_config, backend, tokens=8, end_of_turn="model") as (server, _bot, session):
+    # max_pause_ms well above the default: the fallback that ends a turn anyway must not race the
+    # models' verdict when this shared host stalls (a 2 s clip once took 0.7 s to recognise, and
+    # the turn ended at the 1.6 s fallback). The pauses here (0.8 s) are far below either value.
+    async with in_call(tmp_path, repo_config, backend, tokens=8, end_of_turn="model",
+                       max_pause_ms=4000) as (server, _bot, session):
         await server.speak(server.alice, resample(paused, 16_000, RATE, layout="stereo", fmt="s16"))
         await server.world.wait_until(lambda: session.transcripts, 60, "the question to be answered")
         await answer_audio(server, server.voice.spoken[-1].started_at)
