@@ -97,7 +97,7 @@ class SpeechConfig:
     logprob_threshold: float = opt(-1.0, lo=-20.0, hi=0.0)
     no_speech_threshold: float = opt(0.6, lo=0.0, hi=1.0)
     compression_ratio_threshold: float = opt(2.4, lo=1.0, hi=10.0)
-    audio_ctx_margin: int = opt(64, lo=-1, hi=1500)
+    audio_ctx_margin: int | str = opt("auto", lo=-1, hi=1500, choices=("auto",))
     vad: str = opt("silero", choices=("silero", "webrtc", "off"))
     min_speech_ms: int = opt(200, lo=0, hi=10_000)
 
@@ -256,11 +256,15 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 
 
 def _check_range(value: Any, meta: Mapping[str, Any], where: str) -> None:
+    """`choices` bound words and `lo`/`hi` numbers; a field may take both ("auto" or a number)."""
     choices = meta.get("choices")
-    if choices is not None and value not in choices:
-        raise ConfigError(f"{where} must be one of {', '.join(map(repr, choices))}; got {value!r}")
     lo, hi = meta.get("lo"), meta.get("hi")
-    if lo is not None and value < lo or hi is not None and value > hi:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ranged = lo is not None or hi is not None
+    if choices is not None and not (number and ranged) and value not in choices:
+        also = f" or a number between {lo} and {hi}" if ranged else ""
+        raise ConfigError(f"{where} must be one of {', '.join(map(repr, choices))}{also}; got {value!r}")
+    if number and (lo is not None and value < lo or hi is not None and value > hi):
         raise ConfigError(f"{where} must be between {lo} and {hi}; got {value!r}")
 
 

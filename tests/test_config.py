@@ -45,6 +45,9 @@ def test_every_key_is_documented_with_a_comment() -> None:
     ("[speech]\nvoices = { ru = 3 }\n", "speech.voices.ru", "string"),
     ("[security]\nadmin_user_ids = 5\n", "security.admin_user_ids", "list"),
     ("[voice]\nlisten = 'yes'\n", "voice.listen", "true or false"),
+    ("[speech]\naudio_ctx_margin = 'fast'\n", "speech.audio_ctx_margin", "'auto' or a number between -1 and 1500"),
+    ("[speech]\naudio_ctx_margin = 2000\n", "speech.audio_ctx_margin", "between -1 and 1500"),
+    ("[speech]\naudio_ctx_margin = 1.5\n", "speech.audio_ctx_margin", "wrong type"),
     ("model = 3\n", "[model]", "table"),
     ("[discord]\ntoken = 'abc'\n", "discord.token", "Unknown config key"),
 ])
@@ -55,6 +58,12 @@ def test_bad_values_name_the_key_and_file(tmp_path: Path, toml: str, key: str, w
         load_config(path, environ={})
     message = str(info.value)
     assert key in message and words in message and str(path.resolve()) in message
+
+
+def test_a_word_or_a_number_where_a_key_takes_both() -> None:
+    assert parse_config({}).speech.audio_ctx_margin == "auto"
+    assert parse_config({"speech": {"audio_ctx_margin": 32}}).speech.audio_ctx_margin == 32
+    assert parse_config({"speech": {"audio_ctx_margin": -1}}).speech.audio_ctx_margin == -1
 
 
 def test_not_toml_and_missing_file(tmp_path: Path) -> None:

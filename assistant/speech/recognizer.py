@@ -40,7 +40,7 @@ import numpy as np
 
 from assistant.audio import RECOGNITION_RATE
 from assistant.errors import ConfigError, ModelNotAvailableError, NoSpeechError
-from assistant.speech.decoding import (AUDIO_CTX_MIN, RecognitionOptions, audio_ctx_for, cut_repeats,
+from assistant.speech.decoding import (AUDIO_CTX_MIN, RecognitionOptions, audio_ctx_for, cut_repeats, margin_for,
                                        is_repetitive, max_tokens_for, whisper_params)
 
 logger = logging.getLogger(__name__)
@@ -202,7 +202,7 @@ class WhisperCppRecognizer:
         if is_silent(audio):
             raise NoSpeechError("No speech heard: the audio is silent. Speak closer to the microphone and try again.")
         lang = self._language_for(language or options.language)
-        audio_ctx = audio_ctx_for(seconds, margin=options.audio_ctx_margin)
+        audio_ctx = audio_ctx_for(seconds, margin=margin_for(self.name, options.audio_ctx_margin))
         max_tokens = max_tokens_for(seconds) if audio_ctx else 0
         started, retried = time.perf_counter(), False
         try:
