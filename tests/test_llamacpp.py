@@ -204,6 +204,39 @@ async def test_the_end_of_turn_probe_reads_unfinished_words_beside_running_answe
     assert len(engine.stats) - before == 2, "a probe is not a generation in the throughput figures"
 
 
+async def test_a_probe_asked_just_before_its_answer_shares_the_answers_prefill(engine) -> None:  # type: ignore[no-untyped-def]
+    """The voice dialog asks the words' end-of-turn probe just before the answer (answer_follows):
+    the engine holds the probe until the answer's request comes (a memory recall may take tens of
+    milliseconds) and prefills both in one batch, with the values each gets alone; a probe whose
+    answer never comes is not held for ever."""
+    system = "You are a helpful, concise assistant."
+    question = "Who wrote Hamlet?"
+    options = GenerationOptions(max_new_tokens=8)
+    calls: list[list[int]] = []
+    decode = engine.model.decode
+
+    def recording(rows):  # type: ignore[no-untyped-def]
+        calls.append([len(tokens) for _, tokens, _, _ in rows])
+        return decode(rows)
+
+    engine.model.decode = recording
+    try:
+        probe = asyncio.Task(engine.end_of_turn_probability(question, system_prompt=system, answer_follows=True),
+                             loop=asyncio.get_running_loop(), eager_start=True)
+        await asyncio.sleep(0.05)
+        answer = await engine.complete(ask(question), options)
+        together = await probe
+        assert [len(rows) for rows in calls if max(rows) > 1][0] == 2, calls
+        calls.clear()
+        lone = await engine.end_of_turn_probability(question, system_prompt=system, answer_follows=True)
+        assert calls == [[calls[0][0]]] and calls[0][0] > 1, "held, then prefilled alone"
+    finally:
+        del engine.model.decode
+    assert together == pytest.approx(await engine.end_of_turn_probability(question, system_prompt=system), abs=1e-3)
+    assert lone == pytest.approx(together, abs=1e-3)
+    assert answer == await engine.complete(ask(question), options)
+
+
 async def test_a_conversation_prefills_only_its_new_tokens(models_dir: Path) -> None:
     from assistant.conversation import Conversation
     from assistant.llm.llamacpp_engine import LlamaCppEngine

@@ -83,10 +83,13 @@ class ChatBackend(abc.ABC):
         if name is not None:
             raise NotImplementedError(f"{type(self).__name__} cannot use LoRA adapters")
 
-    async def end_of_turn_probability(self, text: str, *, system_prompt: str = "") -> float | None:
+    async def end_of_turn_probability(self, text: str, *, system_prompt: str = "",
+                                      answer_follows: bool = False) -> float | None:
         """P(the user's message is finished after `text`), from the model's own next-token
         probabilities (`turn_probe`); None when this backend cannot tell (the caller then trusts
-        the audio alone). Runs on the base model, whatever adapter is active."""
+        the audio alone). Runs on the base model, whatever adapter is active.
+        `answer_follows`: the caller asks for an answer right after; a backend may compute both
+        in one pass."""
         return None
 
     async def aclose(self) -> None:

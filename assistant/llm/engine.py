@@ -123,8 +123,10 @@ class TransformersEngine(WorkerEngine[_Request]):
 
         return self._relay(make)
 
-    async def end_of_turn_probability(self, text: str, *, system_prompt: str = "") -> float | None:
-        """One forward pass of the base model between decode steps (see `turn_probe`)."""
+    async def end_of_turn_probability(self, text: str, *, system_prompt: str = "",
+                                      answer_follows: bool = False) -> float | None:
+        """One forward pass of the base model between decode steps (see `turn_probe`); on its
+        own, whether an answer follows or not (it is not part of a continuous-batching step)."""
         words = normalise(text)
         if not words:
             return None

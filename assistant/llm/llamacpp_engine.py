@@ -47,6 +47,10 @@ from assistant.llm.worker import Deliver, WorkerEngine
 logger = logging.getLogger(__name__)
 
 _PROBE = GenerationOptions(max_new_tokens=1, adapter=None)
+# How long a probe asked just before an answer waits for that answer, to share its prefill: the
+# voice dialog's answer follows within milliseconds (tens with memory recall); a lone probe then
+# goes alone, this much later.
+PROBE_COMPANY_S = 0.25
 
 
 @dataclass(eq=False)
@@ -67,6 +71,7 @@ class _Request:
     cached_tokens: int = 0
     slot: Slot | None = None  # set at admission; its model is the base or the merged copy
     probe: bool = False  # asks one probability (end_of_turn_probability) at admission, generates nothing
+    hold_until: float = 0.0  # a probe waits for its answer until then (answer_follows), to share a prefill
 
     @property
     def placed(self) -> Slot:
@@ -123,15 +128,22 @@ class LlamaCppEngine(WorkerEngine[_Request]):
 
         return self._relay(make)
 
-    async def end_of_turn_probability(self, text: str, *, system_prompt: str = "") -> float | None:
-        """One prefill on the base model, batched with whatever else runs (see `turn_probe`)."""
+    async def end_of_turn_probability(self, text: str, *, system_prompt: str = "",
+                                      answer_follows: bool = False) -> float | None:
+        """One prefill on the base model, batched with whatever else runs (see `turn_probe`).
+
+        With `answer_follows` the probe waits (PROBE_COMPANY_S at most) for the next request and
+        is prefilled in the same llama.cpp batch: on 2 cores a batch of its ~12 tokens alone cost
+        ~120 ms before the voice answer's prefill could start, sharing it ~20 ms (docs/llamacpp.md)."""
         words = normalise(text)
         if not words:
             return None
 
         def make(deliver: Deliver) -> _Request:
             prompt = self.model.tokenize(open_user_turn(self.model.render, system_prompt, words))
-            return _Request(prompt=prompt, options=_PROBE, adapter=None, deliver=deliver, rng=None, probe=True)
+            hold = time.perf_counter() + PROBE_COMPANY_S if answer_follows else 0.0
+            return _Request(prompt=prompt, options=_PROBE, adapter=None, deliver=deliver, rng=None, probe=True,
+                            hold_until=hold)
 
         async for value in self._relay(make):
             return float(value)
@@ -263,7 +275,7 @@ class LlamaCppEngine(WorkerEngine[_Request]):
     def _run(self) -> None:
         waiting: list[_Request] = []
         while True:
-            fresh, stop = self._collect(block=not self._running and not waiting)
+            fresh, stop = self._collect(self._collect_timeout(waiting))
             waiting.extend(fresh)
             self._admit_waiting(waiting)
             if self._running:
@@ -280,12 +292,22 @@ class LlamaCppEngine(WorkerEngine[_Request]):
                 self._drain_shutdown()
                 return
 
-    def _collect(self, *, block: bool) -> tuple[list[_Request], bool]:
-        """Take queued requests (waiting for one when idle) and run control calls in between."""
+    def _collect_timeout(self, waiting: list[_Request]) -> float | None:
+        """How long to wait for the next request: for ever when idle, until the first held probe's
+        time is up when only held probes wait, not at all while there is work."""
+        if self._running:
+            return 0.0
+        if not waiting:
+            return None
+        return max(0.0, min(req.hold_until for req in waiting) - time.perf_counter())
+
+    def _collect(self, timeout: float | None) -> tuple[list[_Request], bool]:
+        """Take queued requests (waiting `timeout` seconds for one, None: until one comes) and run
+        control calls in between."""
         fresh: list[_Request] = []
         while True:
             try:
-                item = self._inbox.get(block=block and not fresh)
+                item = self._inbox.get(block=timeout != 0.0 and not fresh, timeout=None if fresh else timeout)
             except queue.Empty:
                 return fresh, False
             if item is None:
@@ -294,12 +316,15 @@ class LlamaCppEngine(WorkerEngine[_Request]):
                 self._run_control(item)
                 continue
             fresh.append(item)
-            block = False
 
     def _admit_waiting(self, waiting: list[_Request]) -> None:
         """Admit, in arrival order, the waiting requests whose model has a free sequence, and
         prefill them together: one llama.cpp batch carries every new prompt of one model and
-        adapter, so eight requests arriving at once cost one prefill, not eight in a row."""
+        adapter, so eight requests arriving at once cost one prefill, not eight in a row. Probes
+        waiting for their answer (`hold_until`) stay queued until it, or anything else, comes."""
+        now = time.perf_counter()
+        if all(req.hold_until > now and not req.cancelled for req in waiting):
+            return
         admitted: dict[tuple[int, int], list[_Request]] = {}
         for req in list(waiting):
             if req.cancelled:

@@ -171,10 +171,11 @@ class VoiceCall:
         if self.active and self._end_turn_in_receiver is not None:
             self._end_turn_in_receiver(user_id, speech_end)
 
-    async def _words_end_turn(self, text: str) -> float | None:
+    async def _words_end_turn(self, text: str, answer_follows: bool) -> float | None:
         """P(`text` is a finished message) by the chat model, with this call's system prompt."""
         conversation = self.conversation
-        return await conversation.backend.end_of_turn_probability(text, system_prompt=conversation.system_prompt)
+        return await conversation.backend.end_of_turn_probability(text, system_prompt=conversation.system_prompt,
+                                                                  answer_follows=answer_follows)
 
     async def _recognize(self, audio: np.ndarray) -> str:
         """Recognise one utterance. The recogniser serves one at a time, so a call where people talk

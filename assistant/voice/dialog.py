@@ -69,7 +69,7 @@ class _Attempt:
     judging: asyncio.Task[None] | None = None  # the turn model's verdict on the pause (end_of_turn = "model")
     next_check: tuple[np.ndarray, float] | None = None  # a check that came while a verdict was pending
     text: str = ""
-    words_asked: bool = False  # the chat model's reading of `text` (timing.text_probability) is asked once
+    words: asyncio.Task[float | None] | None = None  # the chat model's reading of `text`, asked once
 
 
 class VoiceDialog:
@@ -83,11 +83,12 @@ class VoiceDialog:
                  end_turn: Callable[[int, float], None] | None = None, turn_threshold: float = 0.5,
                  pause_playback: Callable[[], None] | None = None,
                  resume_playback: Callable[[], None] | None = None,
-                 judge_words: Callable[[str], Awaitable[float | None]] | None = None,
+                 judge_words: Callable[[str, bool], Awaitable[float | None]] | None = None,
                  words_threshold: float = 0.0, words_confident: float = 0.0, confident_pause_s: float = 0.8) -> None:
         """`judge_turn(audio) -> P(complete)` (Smart Turn) and `end_turn(user, speech_end)` (ends that
         speaker's utterance now, in the receiver) are given for `voice.end_of_turn = "model"`;
-        `judge_words(text) -> P(finished message)` (the chat model, None: cannot tell) vetoes an
+        `judge_words(text, answer_follows) -> P(finished message)` (the chat model, None: cannot
+        tell; `answer_follows`: the answer is asked next, the engine may prefill both at once) vetoes an
         ending below `words_threshold` (`voice.text_turn_threshold`) and, from `words_confident`
         up (`voice.text_turn_confident`), ends a turn that sounded unfinished once the silence
         reaches `confident_pause_s` (the last turn check)."""
@@ -217,7 +218,7 @@ class VoiceDialog:
 
     @staticmethod
     def _stop_tasks(attempt: _Attempt) -> None:
-        for task in (attempt.task, attempt.speaking, attempt.judging):
+        for task in (attempt.task, attempt.speaking, attempt.judging, attempt.words):
             if task is not None:
                 task.cancel()
 
@@ -242,10 +243,12 @@ class VoiceDialog:
             if not attempt.answering:
                 return
             if self.judge_turn is not None and attempt.timing.speculative and not sounds_unfinished(text):
-                # The words' reading (a short prefill on the same chat model) goes before the answer:
-                # asked after the first token, it stalled the answer's first words on 2 cores, and
-                # the turn's verdict, usually the words' alone, is then ready when the answer begins.
-                await self._words_probability(attempt)
+                # The words' reading (a short prefill on the same chat model) goes in just before the
+                # answer and shares its prefill: asked after the first token it stalled the answer's
+                # next words on 2 cores, asked and awaited first it delayed the first token by its
+                # own prefill (~120 ms). The turn's verdict, usually the words' alone, is then ready
+                # when the answer begins.
+                self._read_words(attempt, answer_follows=True)
             async for delta in self.answer(text, attempt.user_id):
                 if attempt.timing.first_token is None:
                     attempt.timing.first_token = self.clock()
@@ -275,6 +278,8 @@ class VoiceDialog:
         await attempt.decided.wait()
         if attempt.answering:
             await attempt.first_words.wait()
+        if attempt.words is not None:  # a reading under way: the checks that come meanwhile wait for it
+            await asyncio.shield(attempt.words)
         if attempt.next_check is not None:
             (audio, quiet), attempt.next_check = attempt.next_check, None
         check: tuple[np.ndarray, float] | None = (audio, quiet)
@@ -334,18 +339,29 @@ class VoiceDialog:
         return None
 
     async def _words_probability(self, attempt: _Attempt) -> float | None:
-        """P(the words are a finished message), asked once per transcript."""
+        """P(the words are a finished message), asked once per transcript (a judge that stops
+        waiting, speech having resumed, leaves the reading running for the next check)."""
+        task = self._read_words(attempt, answer_follows=False)
+        return None if task is None else await asyncio.shield(task)
+
+    def _read_words(self, attempt: _Attempt, *, answer_follows: bool) -> asyncio.Task[float | None] | None:
+        """The reading's task, started on the first call. Started eagerly: its request reaches the
+        engine before the answer's, which the engine then prefills with it."""
         if self.judge_words is None or not attempt.text:
             return None
-        if not attempt.words_asked:
-            attempt.words_asked = True
-            try:
-                attempt.timing.text_probability = await self.judge_words(attempt.text)
-            except asyncio.CancelledError:
-                attempt.words_asked = False
-                raise
-            except Exception:
-                logger.exception("the words' end-of-turn check failed")
+        if attempt.words is None:
+            attempt.words = asyncio.Task(self._ask_words(attempt, answer_follows), loop=asyncio.get_running_loop(),
+                                         eager_start=True)
+        return attempt.words
+
+    async def _ask_words(self, attempt: _Attempt, answer_follows: bool) -> float | None:
+        assert self.judge_words is not None
+        try:
+            attempt.timing.text_probability = await self.judge_words(attempt.text, answer_follows)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("the words' end-of-turn check failed")
         return attempt.timing.text_probability
 
     def _first_audio(self, attempt: _Attempt) -> None:

@@ -114,8 +114,10 @@ class _Borrowed(ChatBackend):
     def set_active_adapter(self, name: str | None) -> None:
         self.inner.set_active_adapter(name)
 
-    async def end_of_turn_probability(self, text: str, *, system_prompt: str = "") -> float | None:
-        return await self.inner.end_of_turn_probability(text, system_prompt=system_prompt)
+    async def end_of_turn_probability(self, text: str, *, system_prompt: str = "",
+                                      answer_follows: bool = False) -> float | None:
+        return await self.inner.end_of_turn_probability(text, system_prompt=system_prompt,
+                                                        answer_follows=answer_follows)
 
     async def aclose(self) -> None:
         self.inner.set_active_adapter(None)

@@ -167,7 +167,7 @@ async def test_the_turn_model_ends_a_turn_only_when_it_sounds_and_reads_finished
         "nothing plays before ENDED"
 
 
-def words_rig(text: str, p: float, words: Callable[[str], Awaitable[float | None]]) -> tuple[Rig, list[tuple[int, float]]]:
+def words_rig(text: str, p: float, words: Callable[[str, bool], Awaitable[float | None]]) -> tuple[Rig, list[tuple[int, float]]]:
     """A turn of `text` that Smart Turn scores `p`, with the chat model's reading `words` on
     (the defaults: veto below 0.005, confident from 0.5 at 800 ms of silence); and the turns it ends."""
     rig = Rig(transcripts={1600: text})
@@ -197,7 +197,7 @@ async def test_words_the_chat_model_would_not_end_keep_the_turn_open(q: float | 
     None (a backend that cannot tell) leaves the audio's verdict alone; asked once per transcript."""
     asked: list[str] = []
 
-    async def words(text: str) -> float | None:
+    async def words(text: str, answer_follows: bool = False) -> float | None:
         asked.append(text)
         return q
 
@@ -217,7 +217,7 @@ async def test_words_that_read_clearly_finished_end_a_flat_sounding_turn_at_the_
     silence) instead of max_pause_ms; less sure words, or no reading, keep waiting."""
     asked: list[str] = []
 
-    async def words(text: str) -> float | None:
+    async def words(text: str, answer_follows: bool = False) -> float | None:
         asked.append(text)
         return q
 
@@ -239,7 +239,7 @@ async def test_smart_turn_is_not_asked_when_the_words_decide(text: str, q: float
     judged: list[int] = []
     asked: list[str] = []
 
-    async def words(words_text: str) -> float | None:
+    async def words(words_text: str, answer_follows: bool = False) -> float | None:
         asked.append(words_text)
         return q
 
@@ -256,13 +256,21 @@ async def test_smart_turn_is_not_asked_when_the_words_decide(text: str, q: float
     assert rig.dialog.verdicts == [(None, text, ends)]
 
 
-async def test_the_words_are_read_before_the_answer_begins() -> None:
+async def test_the_words_are_read_alongside_the_answer() -> None:
     """Read after the answer's first token, the words' prefill stalled the answer's next words on
-    2 cores; read first, the verdict is ready when the answer begins (model mode only)."""
+    2 cores; awaited before the answer, it delayed the first token by its own prefill. Their
+    request goes in first, saying an answer follows, and the answer is asked at once, so the engine
+    prefills both in one batch and the verdict is ready when the answer begins (model mode only)."""
     order: list[str] = []
+    answered = asyncio.Event()
 
-    async def words(text: str) -> float | None:
-        order.append("words")
+    async def words(text: str, answer_follows: bool = False) -> float | None:
+        order.append(f"words (answer follows: {answer_follows})")
+        try:  # an engine holds the reading until the answer's request comes
+            await asyncio.wait_for(answered.wait(), 2.0)
+        except TimeoutError:
+            order.append("the answer never came")
+        order.append("words read")
         return 0.9
 
     rig, ended = words_rig("How many legs does a spider have?", 0.9, words)
@@ -270,19 +278,20 @@ async def test_the_words_are_read_before_the_answer_begins() -> None:
 
     async def recorded(text: str, user_id: int) -> AsyncIterator[str]:
         order.append("answer")
+        answered.set()
         async for delta in answer(text, user_id):
             yield delta
 
     rig.dialog.answer = recorded
-    await settle()  # PAUSED came in words_rig: recognition, the words, then the answer
+    await settle()  # PAUSED came in words_rig: recognition, then the words and the answer
     await check(rig, 1.2)
-    assert order == ["words", "answer"] and ended == [(1, 1.0)]
+    assert order == ["words (answer follows: True)", "answer", "words read"] and ended == [(1, 1.0)]
     silence = Rig()  # end_of_turn = "silence": no turn model, no reading of the words
     silence.dialog.judge_words = words
     order.clear()
     silence.event(Event.PAUSED)
     await settle()
-    assert silence.asked and "words" not in order
+    assert silence.asked and not any(step.startswith("words") for step in order)
 
 
 async def test_a_check_that_comes_while_the_words_are_read_is_not_lost() -> None:
@@ -290,7 +299,7 @@ async def test_a_check_that_comes_while_the_words_are_read_is_not_lost() -> None
     latest check is judged once the reading is in, so the turn ends then, not at max_pause_ms."""
     gate = asyncio.Event()
 
-    async def words(text: str) -> float | None:
+    async def words(text: str, answer_follows: bool = False) -> float | None:
         await gate.wait()
         return 0.8
 
@@ -300,12 +309,12 @@ async def test_a_check_that_comes_while_the_words_are_read_is_not_lost() -> None
     gate.set()
     await settle()
     assert ended == [(1, 1.0)]
-    # the answer (and so the judging) waits for the words: only the latest check is judged
+    # the judging waits for the words: only the latest check is judged
     assert [v[2] for v in rig.dialog.verdicts] == [True]
 
 
 async def test_a_failing_words_check_trusts_the_audio() -> None:
-    async def words(text: str) -> float | None:
+    async def words(text: str, answer_follows: bool = False) -> float | None:
         raise RuntimeError("engine busy")
 
     rig, ended = words_rig("What is the capital of France?", 0.97, words)
