@@ -26,6 +26,15 @@ from assistant.config import SpeechConfig
 FULL_WINDOW_FRAMES = 1500  # whisper's encoder window: 30 s in 20 ms frames
 FRAMES_PER_SECOND = 50
 AUDIO_CTX_MIN = 128  # below ~2.5 s of context whisper starts to drop words
+# A clip under SHORT_CLIP_S gets at least SHORT_CLIP_CTX frames. A short utterance (one or two words,
+# 1.2-1.7 s once trimmed with its padding) in a 128-frame window came back said three times ("Yeah.
+# Yeah. Yeah.", "Stop. Stop. Stop.") in 23 of 72 clips (Piper and espeak-ng), and took twice as
+# long (the repeats fail the checks and are decoded again); with 256 frames 3 were wrong, all "Mhm",
+# which whisper does not know as a word. Longer clips hold several words, and there a window of the clip's
+# own length costs no accuracy on the evaluation set (`bench/results/speech.md`): its clips are
+# 2.4-4 s long, and 256 frames changed one of the three under 2.5 s (at 5 dB) for the worse.
+SHORT_CLIP_S = 2.0
+SHORT_CLIP_CTX = 256
 TOKENS_PER_SECOND_CAP = 10
 MIN_REPEAT_WORDS = 3  # a phrase of this many words said again in one short clip is a loop, not speech
 _WORD = re.compile(r"[\w']+")
@@ -68,7 +77,8 @@ def margin_for(model: str, margin: int | str) -> int:
 
 
 def audio_ctx_for(seconds: float, *, margin: int = 64) -> int:
-    """Encoder frames for a clip: its length in 20 ms frames plus margin, within [128, 1500].
+    """Encoder frames for a clip: its length in 20 ms frames plus margin, within [128, 1500]
+    (at least 256 for a clip under 2 s: SHORT_CLIP_CTX).
 
     Returns 0 (whisper.cpp's "full window") for a negative margin and for clips of ~30 s,
     where it is the same.
@@ -78,7 +88,7 @@ def audio_ctx_for(seconds: float, *, margin: int = 64) -> int:
     frames = math.ceil(seconds * FRAMES_PER_SECOND) + margin
     if frames >= FULL_WINDOW_FRAMES:
         return 0
-    return max(AUDIO_CTX_MIN, frames)
+    return max(SHORT_CLIP_CTX if seconds < SHORT_CLIP_S else AUDIO_CTX_MIN, frames)
 
 
 def max_tokens_for(seconds: float) -> int:

@@ -18,7 +18,8 @@ from assistant.speech.wer import word_errors
 
 def test_audio_ctx_covers_the_clip_with_margin() -> None:
     assert audio_ctx_for(3.0) == 150 + 64
-    assert audio_ctx_for(0.3) == AUDIO_CTX_MIN
+    assert audio_ctx_for(0.3) == audio_ctx_for(1.9, margin=16) == 256  # one- or two-word clips: see below
+    assert audio_ctx_for(2.1, margin=16) == AUDIO_CTX_MIN and audio_ctx_for(2.6, margin=16) == 130 + 16
     assert audio_ctx_for(10.0, margin=0) == 500
     assert audio_ctx_for(29.0) == 0  # the full window: nothing to save
     assert audio_ctx_for(3.0, margin=-1) == 0  # speech.audio_ctx_margin = -1: always the full window
@@ -121,6 +122,19 @@ def test_round_trip_word_error_rate(service: SpeechService, round_trip_clips: li
         assert transcript.language == "en" and transcript.segments
     assert words >= 60
     assert errors / words <= 0.10, f"{errors} errors in {words} words"
+
+
+@pytest.mark.slow
+def test_a_one_word_clip_is_heard_once(service: SpeechService) -> None:
+    """A backchannel or a one-word answer ("Yeah.", "No."), trimmed with its padding as live voice
+    and voice messages are, came back said three times ("Yeah. Yeah. Yeah.") in a 128-frame
+    encoder window."""
+    from tests.voice.utterances import piper
+
+    silence = np.zeros(8000, np.float32)
+    for word in ("Yeah.", "No.", "Thanks.", "Okay.", "Sure.", "Stop."):
+        audio = np.concatenate([silence, piper(service, word), silence, silence])
+        assert service.transcribe_sync(audio).text.strip(" .!") == word.rstrip(".")
 
 
 @pytest.mark.slow
