@@ -303,11 +303,13 @@ class LlamaCppEngine(WorkerEngine[_Request]):
 
     def _collect(self, timeout: float | None) -> tuple[list[_Request], bool]:
         """Take queued requests (waiting `timeout` seconds for one, None: until one comes) and run
-        control calls in between."""
+        control calls in between; a control call does not restart the wait."""
         fresh: list[_Request] = []
+        deadline = None if timeout is None else time.perf_counter() + timeout
         while True:
+            left = None if deadline is None else max(0.0, deadline - time.perf_counter())
             try:
-                item = self._inbox.get(block=timeout != 0.0 and not fresh, timeout=None if fresh else timeout)
+                item = self._inbox.get(block=left != 0.0 and not fresh, timeout=None if fresh else left)
             except queue.Empty:
                 return fresh, False
             if item is None:

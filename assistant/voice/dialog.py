@@ -358,9 +358,7 @@ class VoiceDialog:
         assert self.judge_words is not None
         try:
             attempt.timing.text_probability = await self.judge_words(attempt.text, answer_follows)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
+        except Exception:  # a cancellation is no Exception: it goes through
             logger.exception("the words' end-of-turn check failed")
         return attempt.timing.text_probability
 
