@@ -270,6 +270,36 @@ async def test_a_conversation_prefills_only_its_new_tokens(models_dir: Path) -> 
         engine.close()
 
 
+async def test_a_new_conversation_copies_the_system_prompt_from_a_busy_sequence(models_dir: Path) -> None:
+    """Every conversation opens with the same system prompt; a new one copies its KV from a
+    sequence that holds it (here one still answering) instead of prefilling it again, and
+    answers exactly as a full prefill does (the published file: see the test above)."""
+    from assistant.llm.llamacpp_engine import LlamaCppEngine
+    from assistant.llm.prefix import common_prefix
+
+    system = ("You are a helpful, concise assistant in a Discord server. Answer in one or two short "
+              "sentences, plainly, without lists or markdown.")
+    first = [{"role": "system", "content": system}, {"role": "user", "content": "Tell me a long story about a dragon."}]
+    second: list[Message] = [{"role": "system", "content": system},
+                             {"role": "user", "content": "What is the capital of France?"}]
+    reused = LlamaCppEngine(small_gguf(models_dir), cpu_weights="published")
+    full = LlamaCppEngine(small_gguf(models_dir), cpu_weights="published", prefix_reuse=False)
+    try:
+        options = GenerationOptions(max_new_tokens=24)
+        expected = await full.complete(second, options)
+        story = reused.stream(first, GenerationOptions(max_new_tokens=200))
+        await anext(story)  # the story's sequence is busy and holds the system prompt
+        answer = await reused.complete(second, options)
+        await story.aclose()  # type: ignore[attr-defined]
+        assert answer == expected and "Paris" in answer
+        shared = common_prefix(reused._encode(first), reused._encode(second))  # noqa: SLF001
+        assert shared >= 20, "the system prompt and the template around it"
+        assert reused.stats[-1].cached_tokens == shared, "copied, not prefilled"
+    finally:
+        reused.close()
+        full.close()
+
+
 async def test_stream_yields_deltas_that_add_up(engine) -> None:  # type: ignore[no-untyped-def]
     options = GenerationOptions(max_new_tokens=24)
     deltas = [d async for d in engine.stream(ask("Write a haiku about the sea."), options)]

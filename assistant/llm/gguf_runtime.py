@@ -207,6 +207,11 @@ class GgufModel:
         """Drop sequence `seq`'s KV cells from position `start` on; False if it cannot be cut there."""
         return bool(self._ll.llama_memory_seq_rm(self.memory, seq, start, -1))
 
+    def copy_sequence(self, source: int, target: int) -> None:
+        """Give sequence `target` a copy of `source`'s KV cells (then cut it with `forget`). Across
+        KV streams llama.cpp copies the whole stream, at the start of the next decode."""
+        self._ll.llama_memory_seq_cp(self.memory, source, target, -1, -1)
+
     def load_adapter(self, path: Path) -> Any:
         adapter = self._ll.llama_adapter_lora_init(self.model, str(path).encode())
         if not adapter:

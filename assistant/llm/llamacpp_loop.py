@@ -193,7 +193,9 @@ class LlamaCppLoop(WorkerEngine[LlamaRequest]):
             raise GenerationError(f"The prompt is {len(req.prompt)} tokens; this model takes at most {limit} "
                                   "here (model.context_tokens). Shorten it.")
         req.started = time.perf_counter()
-        slot, reuse = pick_slot(self._slots, model, req.prompt, req.adapter, prefix_reuse=self.prefix_reuse)
+        slot, reuse, source = pick_slot(self._slots, model, req.prompt, req.adapter, prefix_reuse=self.prefix_reuse)
+        if source is not None:
+            model.copy_sequence(source.seq, slot.seq)
         if not model.forget(slot.seq, reuse):
             model.forget(slot.seq)
             reuse = 0
