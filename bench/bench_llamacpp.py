@@ -40,7 +40,7 @@ def chat(prompt: str) -> list[dict[str, str]]:
 # ----- our engines (llama.cpp and transformers share the ChatBackend contract) -----
 
 async def run_ours(kind: str, name: str, models_dir: Path, tokens: int, cpu_weights: str,
-                   rounds: int) -> dict[str, Any]:
+                   rounds: int, prefix_reuse: bool = False) -> dict[str, Any]:
     from assistant.conversation import Conversation
     from assistant.llm.base import GenerationOptions
 
@@ -63,6 +63,11 @@ async def run_ours(kind: str, name: str, models_dir: Path, tokens: int, cpu_weig
     for _ in range(3):
         await engine.complete(chat(LONG), GenerationOptions(max_new_tokens=1))
         prefill.append(engine.stats[-1].prompt_tokens / engine.stats[-1].first_token_s)
+    if prefix_reuse:  # the prefill figure above needs it off: the same long prompt three times
+        await engine.aclose()
+        engine = make(prefix=True)
+        await engine.complete(chat("warm up"), GenerationOptions(max_new_tokens=4))
+
     async def concurrently(n: int) -> float:
         before, start = len(engine.stats), time.perf_counter()
         await asyncio.gather(*[engine.complete(chat(PROMPTS[i % len(PROMPTS)]), opts) for i in range(n)])
@@ -159,7 +164,8 @@ def one(args: argparse.Namespace) -> None:
     elif kind == "plain-served":
         result = run_plain(name, args.models_dir, args.tokens, args.threads, args.cpu_weights)
     else:
-        result = asyncio.run(run_ours(kind, name, args.models_dir, args.tokens, args.cpu_weights, args.rounds))
+        result = asyncio.run(run_ours(kind, name, args.models_dir, args.tokens, args.cpu_weights, args.rounds,
+                                      args.prefix_reuse == "on"))
     report(result)
 
 
@@ -175,6 +181,9 @@ def main() -> None:
                         help="model.cpu_weights for our llama.cpp engine (and plain-served)")
     parser.add_argument("--transformers-models", nargs="*", default=None,
                         help="models to run the transformers engine on too (default: all)")
+    parser.add_argument("--prefix-reuse", default="off", choices=("off", "on"),
+                        help="our engines' prefix reuse in the serial and concurrent rounds (off: batching alone; "
+                             "on: as the assistant runs, the prompts' shared opening kept or copied)")
     parser.add_argument("--models-dir", type=Path, default=Path("models").resolve())
     parser.add_argument("--one", nargs=2, metavar=("ENGINE", "MODEL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -189,7 +198,8 @@ def main() -> None:
              "engine in its own process, one after another in this run. Ours serves model.cpu_weights = "
              f"{args.cpu_weights!r}. 'x plain': decode against plain llama-cpp-python on the same file as ours; "
              "'x published': against plain llama-cpp-python on the published file. 'late first token': the "
-             "21st prompt of a 20-turn conversation (prefix reuse on). '8 conc. x own serial': the 8 prompts one after "
+             "21st prompt of a 20-turn conversation (prefix reuse on). Prefix reuse of ours in the serial and "
+             f"concurrent columns: {args.prefix_reuse}. '8 conc. x own serial': the 8 prompts one after "
              f"another, then all 8 at once, {args.rounds} times in turn; the median ratio (and range); '8 concurrent' is "
              "the median of those rounds.", "",
              "| model | engine | prefill tok/s | decode tok/s (batch 1) | x plain | x published | late first token s | "
@@ -203,7 +213,7 @@ def main() -> None:
                 continue
             result, stderr = run_child(__file__, "--one", engine, model, "--tokens", str(args.tokens),
                                        "--threads", str(args.threads), "--rounds", str(args.rounds), "--thread-wait", args.thread_wait,
-                                       "--cpu-weights", args.cpu_weights,
+                                       "--cpu-weights", args.cpu_weights, "--prefix-reuse", args.prefix_reuse,
                                        "--models-dir", str(args.models_dir))
             if result is None:
                 lines.append(f"| {model} | {label[engine]} | failed: {stderr.strip().splitlines()[-1:]} |")
