@@ -73,8 +73,9 @@ def pick_slot(slots: list[Slot], model: Any, prompt: list[int], adapter: Any, *,
     own = shared(taken) if taken in holders else 0
     source, copied = None, 0
     for slot in holders:
-        if slot is not taken and shared(slot) > copied:
-            source, copied = slot, shared(slot)
+        n = shared(slot) if slot is not taken else 0
+        if n > copied:
+            source, copied = slot, n
     if source is not None and copied >= own + MIN_COPY:
         return Placement(taken, copied, source)
     return Placement(taken, own)
