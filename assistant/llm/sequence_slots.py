@@ -54,27 +54,20 @@ def pick_slot(slots: list[Slot], model: Any, prompt: list[int], adapter: Any, *,
     among those, keeping the prefix it shares with the prompt or taking a longer one from any other
     sequence (module docstring). At least one sequence must be free."""
     free = [slot for slot in slots if not slot.busy and slot.model is model]
-    holders = [slot for slot in slots if slot.model is model and slot.adapter is adapter and slot.tokens] \
-        if prefix_reuse else []
-
-    def shared(slot: Slot) -> int:
-        return min(common_prefix(slot.tokens, prompt), len(prompt) - 1)
-
+    held = [(slot, min(common_prefix(slot.tokens, prompt), len(prompt) - 1)) for slot in slots
+            if prefix_reuse and slot.model is model and slot.adapter is adapter and slot.tokens]
     best, reuse = None, 0
-    for slot in holders:
-        if not slot.busy:
-            n = shared(slot)
-            if n > reuse and n * 2 >= len(slot.tokens):  # never gut a conversation for its opening
-                best, reuse = slot, n
+    for slot, n in held:
+        if not slot.busy and n > reuse and n * 2 >= len(slot.tokens):  # never gut a conversation for its opening
+            best, reuse = slot, n
     if best is not None and reuse >= MIN_REUSE:
         return Placement(best, reuse)
     busy = {slot.seq for slot in slots if slot.busy and slot.model is model}
     taken = min(free, key=lambda slot: (runs_added(busy, slot.seq), slot.used))
-    own = shared(taken) if taken in holders else 0
+    own = next((n for slot, n in held if slot is taken), 0)
     source, copied = None, 0
-    for slot in holders:
-        n = shared(slot) if slot is not taken else 0
-        if n > copied:
+    for slot, n in held:
+        if slot is not taken and n > copied:
             source, copied = slot, n
     if source is not None and copied >= own + MIN_COPY:
         return Placement(taken, copied, source)
