@@ -209,15 +209,24 @@ async def test_the_engine_serves_the_active_adapter_from_the_merged_copy(models_
         reference.close()
 
 
-async def test_closing_the_engine_mid_merge_leaves_no_partial_file(models_dir: Path, tmp_path: Path) -> None:
+async def test_closing_the_engine_mid_merge_leaves_no_partial_file(models_dir: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from assistant.llm import lora_merge
     from assistant.llm.llamacpp_engine import LlamaCppEngine
 
+    merge_one = lora_merge._merged_tensor
+
+    def slowly(*args: object) -> object:  # this model merges in ~1 s: widen the window to ~5 s
+        time.sleep(0.05)
+        return merge_one(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(lora_merge, "_merged_tensor", slowly)
     folder = random_adapter(tmp_path / "fresh", seed=2)
     engine = LlamaCppEngine(small_gguf(models_dir), max_batch_size=1)
     try:
         await engine.load_adapter("fresh", str(folder))
         engine.set_active_adapter("fresh")
-        await asyncio.sleep(1.0)  # the merge is under way (it takes ~4 s for this model)
+        await asyncio.sleep(1.0)  # the merge is under way
     finally:
         started = time.perf_counter()
         engine.close()

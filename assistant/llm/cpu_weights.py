@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 from assistant.errors import ModelNotAvailableError
+from assistant.llm.gguf_file import GgufFile, GgufFormatError
 from assistant.llm.stamped_file import is_current, write_stamped
 
 logger = logging.getLogger(__name__)
@@ -49,14 +50,17 @@ def copy_path(source: Path) -> Path:
 
 def needs_copy(source: Path) -> bool:
     """True when some matrix of `source` is stored in a type coarser than Q8_0."""
-    import gguf
+    from gguf import GGMLQuantizationType
 
     try:
-        reader = gguf.GGUFReader(str(source))
-    except (OSError, ValueError) as exc:
+        tensors = GgufFile(source).tensors
+    except (OSError, GgufFormatError) as exc:
         raise ModelNotAvailableError(f"Cannot read {source}: the file is truncated, corrupt or not a GGUF model "
                                      f"({exc}); run `assistant models fetch --force`.") from None
-    return any(tensor.tensor_type.name not in _FINE for tensor in reader.tensors)
+    try:
+        return any(GGMLQuantizationType(tensor.type).name not in _FINE for tensor in tensors)
+    except ValueError:  # a tensor type newer than the gguf package: a file for another llama.cpp
+        return False
 
 
 def _stamp(source: Path) -> dict[str, object]:

@@ -22,6 +22,7 @@ from typing import Any, Awaitable, Callable
 import aiohttp
 
 from assistant.errors import AdapterError, BackendError
+from assistant.llm.gguf_file import GgufFile
 from assistant.llm.served_adapters import adapter_base_names, normalised_model_name
 
 logger = logging.getLogger(__name__)
@@ -33,20 +34,17 @@ START_TIMEOUT_S = 120.0
 def gguf_architecture(path: Path) -> tuple[str, tuple[int, int]]:
     """`general.architecture` and (attention heads, key/value heads) of a GGUF file: what its LoRA
     adapters must be converted for (llama's q/k rows are permuted by head)."""
-    from gguf import GGUFReader
-
     try:
-        fields = GGUFReader(str(path)).fields
-        field = fields["general.architecture"]
-        arch = bytes(field.parts[field.data[0]]).decode("utf-8")
+        fields = GgufFile(path).fields
+        arch = str(fields["general.architecture"])
 
-        def number(key: str) -> int:
-            item = fields.get(f"{arch}.{key}")
-            return int(item.parts[item.data[0]][0]) if item is not None else 0
+        def number(key: str) -> int:  # per-layer counts are arrays: the first layer's
+            value = fields.get(f"{arch}.{key}", 0)
+            return int(value[0] if isinstance(value, list) else value)
 
         heads = number("attention.head_count")
         return arch, (heads, number("attention.head_count_kv") or heads)
-    except (OSError, KeyError, ValueError, IndexError) as exc:
+    except (OSError, KeyError, ValueError) as exc:  # GgufFormatError is a ValueError
         raise BackendError(f"Cannot read the architecture of {path} ({exc}); is it a GGUF model?") from None
 
 

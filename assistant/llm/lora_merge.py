@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from assistant.errors import AdapterError
+from assistant.llm.gguf_file import GgufFile, GgufFormatError, TensorInfo, write_gguf
 from assistant.llm.stamped_file import is_current, write_stamped
 
 MERGED_NAME = "merged.gguf"
@@ -55,21 +56,29 @@ def _merged_type(row_length: int, base_type: Any) -> Any:
     return Kind.Q8_0 if row_length % _Q8_BLOCK == 0 and not fine else Kind.F16
 
 
-def _merged_tensor(base: Any, lora_a: Any, lora_b: Any) -> npt.NDArray[Any]:
+def _merged_tensor(base: npt.NDArray[Any], base_type: Any, lora_a: npt.NDArray[Any],
+                   lora_b: npt.NDArray[Any], name: str) -> npt.NDArray[Any]:
     """base + B @ A (peft's scale is already folded into B by the converter), as `_merged_type` stores it."""
     from gguf import GGMLQuantizationType, quants
 
     try:
-        weights = quants.dequantize(np.asarray(base.data), base.tensor_type)
+        weights = quants.dequantize(np.asarray(base), base_type)
     except NotImplementedError:
-        raise AdapterError(f"Cannot merge into {base.name}: its type {base.tensor_type.name} cannot be "
+        raise AdapterError(f"Cannot merge into {name}: its type {base_type.name} cannot be "
                            "dequantized here.") from None
-    delta = np.asarray(lora_b.data, dtype=np.float32) @ np.asarray(lora_a.data, dtype=np.float32)
+    delta = np.asarray(lora_b, dtype=np.float32) @ np.asarray(lora_a, dtype=np.float32)
     merged = (weights + delta).astype(np.float32)
-    kind = _merged_type(merged.shape[-1], base.tensor_type)
+    kind = _merged_type(merged.shape[-1], base_type)
     if kind == GGMLQuantizationType.F16:
         return merged.astype(np.float16)
     return np.asarray(quants.quantize(merged, kind))
+
+
+def _open(path: Path) -> GgufFile:
+    try:
+        return GgufFile(path)
+    except GgufFormatError as exc:
+        raise AdapterError(f"Cannot merge with {path}: {exc}.") from None
 
 
 def merge_adapter(base_path: Path, lora_path: Path, out: Path, cancelled: Callable[[], bool] = _never,
@@ -78,56 +87,44 @@ def merge_adapter(base_path: Path, lora_path: Path, out: Path, cancelled: Callab
     `cancelled` is asked between tensors (an engine that closes stops the merge within ~0.1 s).
     `served`: the copy of the base the engine serves (`cpu_weights`'s Q8_0 copy), whose tensors
     stand for those the adapter leaves alone, so the merged model is never slower than the base."""
-    import gguf
+    from gguf import GGMLQuantizationType
 
-    base = gguf.GGUFReader(str(base_path))
-    rest = {t.name: t for t in (gguf.GGUFReader(str(served)) if served is not None else base).tensors}
-    lora = {t.name: t for t in gguf.GGUFReader(str(lora_path)).tensors}
+    base = _open(base_path)
+    other = _open(served) if served is not None else base
+    rest = {t.name: t for t in other.tensors}
+    lora_file = _open(lora_path)
+    lora = {t.name: t for t in lora_file.tensors}
     pairs = {t.name: (lora[f"{t.name}.lora_a"], lora[f"{t.name}.lora_b"])
              for t in base.tensors if f"{t.name}.lora_a" in lora and f"{t.name}.lora_b" in lora}
     if 2 * len(pairs) != len(lora):
         raise AdapterError(f"{lora_path} has LoRA tensors for matrices the model {base_path.name} lacks.")
-    for tensor in base.tensors:  # before anything is written
-        if tensor.name in pairs:
+    plan: list[tuple[str, tuple[int, ...], int, int]] = []
+    for tensor in base.tensors:  # checked before anything is written
+        if tensor.name in pairs:  # a matrix; GGUF dims run (row length, rows)
             lora_a, lora_b = pairs[tensor.name]
-            if (int(lora_a.shape[0]), int(lora_b.shape[1])) != (int(tensor.shape[0]), int(tensor.shape[1])):
+            if (lora_a.dims[0], lora_b.dims[1]) != tensor.dims[:2] or len(tensor.dims) != 2:
                 raise AdapterError(f"The adapter's {tensor.name} does not fit the model's: the adapter was "
                                    "trained for another base model.")
-        elif tensor.name not in rest or tuple(rest[tensor.name].shape) != tuple(tensor.shape):
+            kind = _merged_type(tensor.dims[0], GGMLQuantizationType(tensor.type))
+            plan.append((tensor.name, tensor.dims, kind.value, TensorInfo(tensor.name, tensor.dims, kind.value, 0).nbytes))
+        elif tensor.name not in rest or rest[tensor.name].dims != tensor.dims:
             raise AdapterError(f"{served} is not a copy of {base_path.name}: its {tensor.name} differs.")
-    field = base.get_field(gguf.Keys.General.ARCHITECTURE)
-    architecture = str(field.contents()) if field is not None else ""
-    writer = gguf.GGUFWriter(str(out), architecture, endianess=base.endianess)
-    alignment = base.get_field(gguf.Keys.General.ALIGNMENT)
-    if alignment is not None:
-        writer.data_alignment = int(alignment.contents())
-    for field in base.fields.values():
-        if field.name == gguf.Keys.General.ARCHITECTURE or field.name.startswith("GGUF."):
-            continue  # written by GGUFWriter itself
-        kind = field.types[0]
-        sub = field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None
-        writer.add_key_value(field.name, field.contents(), kind, sub_type=sub)
-    for tensor in base.tensors:
-        if tensor.name in pairs:  # a matrix (pairs holds 2-D tensors only); GGUF shapes run (row length, rows)
-            rows, length = int(tensor.shape[1]), int(tensor.shape[0])
-            kind = _merged_type(length, tensor.tensor_type)
-            nbytes = rows * length // gguf.GGML_QUANT_SIZES[kind][0] * gguf.GGML_QUANT_SIZES[kind][1]
-            shape = (rows, nbytes // rows) if kind == gguf.GGMLQuantizationType.Q8_0 else (rows, length)
-            dtype = np.uint8 if kind == gguf.GGMLQuantizationType.Q8_0 else np.float16
-            writer.add_tensor_info(tensor.name, shape, np.dtype(dtype), nbytes, kind)
         else:
             kept = rest[tensor.name]
-            writer.add_tensor_info(kept.name, kept.data.shape, kept.data.dtype, kept.data.nbytes, kept.tensor_type)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_ti_data_to_file()
-    for tensor in base.tensors:  # one merged matrix in memory at a time
-        if cancelled():
-            writer.close()
-            raise MergeCancelled("The merge was cancelled.")
-        data = _merged_tensor(tensor, *pairs[tensor.name]) if tensor.name in pairs else rest[tensor.name].data
-        writer.write_tensor_data(data, tensor_endianess=base.endianess)
-    writer.close()
+            plan.append((kept.name, kept.dims, kept.type, kept.nbytes))
+
+    def chunks() -> Iterator[npt.NDArray[Any]]:  # one merged matrix in memory at a time
+        for tensor in base.tensors:
+            if cancelled():
+                raise MergeCancelled("The merge was cancelled.")
+            if tensor.name in pairs:
+                lora_a, lora_b = pairs[tensor.name]
+                yield _merged_tensor(base.data(tensor), GGMLQuantizationType(tensor.type), lora_file.data(lora_a),
+                                     lora_file.data(lora_b), tensor.name)
+            else:
+                yield other.data(rest[tensor.name])
+
+    write_gguf(out, base, plan, chunks())
 
 
 def _stamp(base_path: Path, lora_path: Path, served: Path | None) -> dict[str, object]:
