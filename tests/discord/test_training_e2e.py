@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.slow]
 async def test_train_from_attachment_then_activate_with_the_button(tmp_path, repo_config, backend):
     data = "".join(json.dumps(r) + "\n" for r in fact_data.rows()).encode("utf-8")
     async with FakeDiscord() as server:
-        config = bot_config(tmp_path, repo_config, server, finetune={"save_every": 1000})
+        config = bot_config(tmp_path, repo_config, server, finetune={"save_every": 1000, "max_seq_len": 128, "batch_size": 2})
         async with running_bot(server, config, backend) as bot:
             upload = server.upload("facts.jsonl", data, "application/octet-stream")
             asked = server.send_message(server.general, server.alice, "!train 4", attachments=[upload])
