@@ -88,3 +88,17 @@ def test_a_truncated_or_foreign_file_is_a_clear_error(published: Path, tmp_path:
     (tmp_path / "text.gguf").write_text("not a model at all, just some text", encoding="utf-8")
     with pytest.raises(GgufFormatError, match="magic"):
         GgufFile(tmp_path / "text.gguf")
+
+
+def test_a_tensor_type_newer_than_the_gguf_package_is_named(published: Path, tmp_path: Path) -> None:
+    """A model made for a newer llama.cpp: served as published (llama.cpp decides), never merged blindly."""
+    from assistant.llm.cpu_weights import needs_copy
+
+    source = GgufFile(published)
+    norm = next(t for t in source.tensors if t.name == "output_norm.weight")
+    out = tmp_path / "newer.gguf"
+    write_gguf(out, source, [(norm.name, norm.dims, 250, norm.nbytes)], iter([source.data(norm)]))
+    newer = GgufFile(out)
+    with pytest.raises(GgufFormatError, match="tensor type 250 is unknown"):
+        newer.tensors[0].nbytes
+    assert needs_copy(out) is False

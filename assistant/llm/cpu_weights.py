@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from assistant.errors import ModelNotAvailableError
-from assistant.llm.gguf_file import GgufFile, GgufFormatError
+from assistant.llm.gguf_file import GgufFile, GgufFormatError, tensor_type
 from assistant.llm.stamped_file import is_current, write_stamped
 
 logger = logging.getLogger(__name__)
@@ -50,16 +50,14 @@ def copy_path(source: Path) -> Path:
 
 def needs_copy(source: Path) -> bool:
     """True when some matrix of `source` is stored in a type coarser than Q8_0."""
-    from gguf import GGMLQuantizationType
-
     try:
         tensors = GgufFile(source).tensors
     except (OSError, GgufFormatError) as exc:
         raise ModelNotAvailableError(f"Cannot read {source}: the file is truncated, corrupt or not a GGUF model "
                                      f"({exc}); run `assistant models fetch --force`.") from None
     try:
-        return any(GGMLQuantizationType(tensor.type).name not in _FINE for tensor in tensors)
-    except ValueError:  # a tensor type newer than the gguf package: a file for another llama.cpp
+        return any(tensor_type(tensor.type).name not in _FINE for tensor in tensors)
+    except GgufFormatError:  # a type newer than the gguf package: served as published, llama.cpp decides
         return False
 
 

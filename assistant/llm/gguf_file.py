@@ -44,10 +44,20 @@ class TensorInfo:
 
     @property
     def nbytes(self) -> int:
-        from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+        from gguf import GGML_QUANT_SIZES
 
-        block, size = GGML_QUANT_SIZES[GGMLQuantizationType(self.type)]
+        block, size = GGML_QUANT_SIZES[tensor_type(self.type)]
         return int(np.prod(self.dims, dtype=np.int64)) // block * size
+
+
+def tensor_type(value: int) -> Any:
+    """The gguf.GGMLQuantizationType of a tensor type number (a type newer than the gguf package: an error)."""
+    from gguf import GGMLQuantizationType
+
+    try:
+        return GGMLQuantizationType(value)
+    except ValueError:
+        raise GgufFormatError(f"tensor type {value} is unknown to the installed gguf package") from None
 
 
 class _Cursor:

@@ -32,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from assistant.errors import AdapterError
-from assistant.llm.gguf_file import GgufFile, GgufFormatError, TensorInfo, write_gguf
+from assistant.llm.gguf_file import GgufFile, GgufFormatError, TensorInfo, tensor_type, write_gguf
 from assistant.llm.stamped_file import is_current, write_stamped
 
 MERGED_NAME = "merged.gguf"
@@ -87,8 +87,13 @@ def merge_adapter(base_path: Path, lora_path: Path, out: Path, cancelled: Callab
     `cancelled` is asked between tensors (an engine that closes stops the merge within ~0.1 s).
     `served`: the copy of the base the engine serves (`cpu_weights`'s Q8_0 copy), whose tensors
     stand for those the adapter leaves alone, so the merged model is never slower than the base."""
-    from gguf import GGMLQuantizationType
+    try:
+        _merge(base_path, lora_path, out, cancelled, served)
+    except GgufFormatError as exc:
+        raise AdapterError(f"Cannot merge the adapter into {base_path.name}: {exc}.") from None
 
+
+def _merge(base_path: Path, lora_path: Path, out: Path, cancelled: Callable[[], bool], served: Path | None) -> None:
     base = _open(base_path)
     other = _open(served) if served is not None else base
     rest = {t.name: t for t in other.tensors}
@@ -105,7 +110,7 @@ def merge_adapter(base_path: Path, lora_path: Path, out: Path, cancelled: Callab
             if (lora_a.dims[0], lora_b.dims[1]) != tensor.dims[:2] or len(tensor.dims) != 2:
                 raise AdapterError(f"The adapter's {tensor.name} does not fit the model's: the adapter was "
                                    "trained for another base model.")
-            kind = _merged_type(tensor.dims[0], GGMLQuantizationType(tensor.type))
+            kind = _merged_type(tensor.dims[0], tensor_type(tensor.type))
             plan.append((tensor.name, tensor.dims, kind.value, TensorInfo(tensor.name, tensor.dims, kind.value, 0).nbytes))
         elif tensor.name not in rest or rest[tensor.name].dims != tensor.dims:
             raise AdapterError(f"{served} is not a copy of {base_path.name}: its {tensor.name} differs.")
@@ -119,7 +124,7 @@ def merge_adapter(base_path: Path, lora_path: Path, out: Path, cancelled: Callab
                 raise MergeCancelled("The merge was cancelled.")
             if tensor.name in pairs:
                 lora_a, lora_b = pairs[tensor.name]
-                yield _merged_tensor(base.data(tensor), GGMLQuantizationType(tensor.type), lora_file.data(lora_a),
+                yield _merged_tensor(base.data(tensor), tensor_type(tensor.type), lora_file.data(lora_a),
                                      lora_file.data(lora_b), tensor.name)
             else:
                 yield other.data(rest[tensor.name])
