@@ -44,10 +44,15 @@ class TensorInfo:
 
     @property
     def nbytes(self) -> int:
-        from gguf import GGML_QUANT_SIZES
+        return tensor_nbytes(self.dims, self.type)
 
-        block, size = GGML_QUANT_SIZES[tensor_type(self.type)]
-        return int(np.prod(self.dims, dtype=np.int64)) // block * size
+
+def tensor_nbytes(dims: tuple[int, ...], kind: int) -> int:
+    """Bytes of a tensor of these GGUF dims stored as type `kind` (whole blocks of its type)."""
+    from gguf import GGML_QUANT_SIZES
+
+    block, size = GGML_QUANT_SIZES[tensor_type(kind)]
+    return int(np.prod(dims, dtype=np.int64)) // block * size
 
 
 def tensor_type(value: int) -> Any:

@@ -44,7 +44,7 @@ def gguf_architecture(path: Path) -> tuple[str, tuple[int, int]]:
 
         heads = number("attention.head_count")
         return arch, (heads, number("attention.head_count_kv") or heads)
-    except (OSError, KeyError, ValueError) as exc:  # GgufFormatError is a ValueError
+    except (OSError, KeyError, ValueError, IndexError) as exc:  # GgufFormatError is a ValueError
         raise BackendError(f"Cannot read the architecture of {path} ({exc}); is it a GGUF model?") from None
 
 

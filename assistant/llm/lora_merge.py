@@ -32,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from assistant.errors import AdapterError
-from assistant.llm.gguf_file import GgufFile, GgufFormatError, TensorInfo, tensor_type, write_gguf
+from assistant.llm.gguf_file import GgufFile, GgufFormatError, tensor_nbytes, tensor_type, write_gguf
 from assistant.llm.stamped_file import is_current, write_stamped
 
 MERGED_NAME = "merged.gguf"
@@ -57,8 +57,9 @@ def _merged_type(row_length: int, base_type: Any) -> Any:
 
 
 def _merged_tensor(base: npt.NDArray[Any], base_type: Any, lora_a: npt.NDArray[Any],
-                   lora_b: npt.NDArray[Any], name: str) -> npt.NDArray[Any]:
-    """base + B @ A (peft's scale is already folded into B by the converter), as `_merged_type` stores it."""
+                   lora_b: npt.NDArray[Any], name: str, kind: Any) -> npt.NDArray[Any]:
+    """base + B @ A (peft's scale is already folded into B by the converter), stored as `kind`
+    (what `_merged_type` chose for it when the file's layout was planned)."""
     from gguf import GGMLQuantizationType, quants
 
     try:
@@ -68,7 +69,6 @@ def _merged_tensor(base: npt.NDArray[Any], base_type: Any, lora_a: npt.NDArray[A
                            "dequantized here.") from None
     delta = np.asarray(lora_b, dtype=np.float32) @ np.asarray(lora_a, dtype=np.float32)
     merged = (weights + delta).astype(np.float32)
-    kind = _merged_type(merged.shape[-1], base_type)
     if kind == GGMLQuantizationType.F16:
         return merged.astype(np.float16)
     return np.asarray(quants.quantize(merged, kind))
@@ -111,7 +111,7 @@ def _merge(base_path: Path, lora_path: Path, out: Path, cancelled: Callable[[], 
                 raise AdapterError(f"The adapter's {tensor.name} does not fit the model's: the adapter was "
                                    "trained for another base model.")
             kind = _merged_type(tensor.dims[0], tensor_type(tensor.type))
-            plan.append((tensor.name, tensor.dims, kind.value, TensorInfo(tensor.name, tensor.dims, kind.value, 0).nbytes))
+            plan.append((tensor.name, tensor.dims, kind.value, tensor_nbytes(tensor.dims, kind.value)))
         elif tensor.name not in rest or rest[tensor.name].dims != tensor.dims:
             raise AdapterError(f"{served} is not a copy of {base_path.name}: its {tensor.name} differs.")
         else:
@@ -119,13 +119,13 @@ def _merge(base_path: Path, lora_path: Path, out: Path, cancelled: Callable[[], 
             plan.append((kept.name, kept.dims, kept.type, kept.nbytes))
 
     def chunks() -> Iterator[npt.NDArray[Any]]:  # one merged matrix in memory at a time
-        for tensor in base.tensors:
+        for tensor, (_, _, kind, _) in zip(base.tensors, plan, strict=True):
             if cancelled():
                 raise MergeCancelled("The merge was cancelled.")
             if tensor.name in pairs:
                 lora_a, lora_b = pairs[tensor.name]
                 yield _merged_tensor(base.data(tensor), tensor_type(tensor.type), lora_file.data(lora_a),
-                                     lora_file.data(lora_b), tensor.name)
+                                     lora_file.data(lora_b), tensor.name, tensor_type(kind))
             else:
                 yield other.data(rest[tensor.name])
 
